@@ -1,0 +1,49 @@
+"""kikuchipy-cnn: crystal structure classification of EBSD patterns with
+CNNs trained on physics simulations.
+
+Importing the package adds :meth:`classify_structure` to kikuchipy's
+:class:`~kikuchipy.signals.EBSD` (and so to ``LazyEBSD``).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from kikuchipy_cnn.card import ModelCard, ModelCardError, WeightsError
+from kikuchipy_cnn.classify import classify_structure
+from kikuchipy_cnn.crystal_map import labels, probabilities
+from kikuchipy_cnn.hookspecs import hookimpl
+from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
+from kikuchipy_cnn.registry import (
+    DEFAULT_MODEL,
+    UnknownModelError,
+    get_model,
+    list_models,
+)
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, SpaceGroupClass, space_group_class
+from kikuchipy_cnn import _attach
+
+try:
+    __version__ = version("kikuchipy-cnn")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "JOINT_CLASSES",
+    "ModelCard",
+    "ModelCardError",
+    "Preprocessing",
+    "SpaceGroupClass",
+    "UnknownModelError",
+    "WeightsError",
+    "classify_structure",
+    "get_model",
+    "hookimpl",
+    "labels",
+    "list_models",
+    "preprocess",
+    "probabilities",
+    "space_group_class",
+]
+
+_attach.warn_if_both_runtimes()
+_attach.attach_methods()

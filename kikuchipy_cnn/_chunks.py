@@ -1,0 +1,94 @@
+"""Run a per-pattern function over a signal's patterns, chunk by chunk.
+
+Eager and lazy signals go through the same dask graph: memory stays bounded
+by the chunk size whatever the scan size, and a ``dask.distributed`` client
+runs it unchanged. Shared by classification and saliency.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dask
+import dask.array as da
+import numpy as np
+
+
+def _chunk_patterns(n_pattern_pixels: int, batch_size: int) -> int:
+    # About 32 MB of float32 patterns per chunk, and at least one batch
+    per_chunk = max(batch_size, int(32e6 // (4 * max(n_pattern_pixels, 1))))
+    return per_chunk
+
+
+def map_patterns(
+    data: np.ndarray | da.Array,
+    nav_shape: tuple[int, ...],
+    func: Callable,
+    out_shape: tuple[int, ...],
+    navigation_mask: np.ndarray | None,
+    chunk_patterns: int,
+    show_progressbar: bool,
+    **kwargs,
+) -> np.ndarray:
+    """Apply ``func(patterns, excluded, **kwargs)`` to all patterns.
+
+    Parameters
+    ----------
+    data
+        Patterns of shape ``nav_shape + (rows, cols)``.
+    nav_shape
+        Navigation shape in numpy order (may be empty).
+    func
+        Called per chunk with patterns ``(n, rows, cols)`` and a boolean
+        array ``(n,)`` of excluded patterns; returns ``(n,) + out_shape``
+        float32. Must be picklable (a module-level function); ``kwargs``
+        must hold no sessions, only what locates them.
+    out_shape
+        Per-pattern output shape.
+    navigation_mask
+        Boolean array of ``nav_shape``, True for excluded patterns.
+    chunk_patterns
+        Minimum number of patterns per chunk (e.g. the inference batch size).
+    show_progressbar
+        Whether to show dask's progress bar.
+
+    Returns
+    -------
+    out
+        Array of shape ``(nav_size,) + out_shape``, computed.
+    """
+    sig_shape = data.shape[len(nav_shape) :]
+    n = int(np.prod(nav_shape)) if nav_shape else 1
+    flat_shape = (n,) + tuple(sig_shape)
+    chunk = _chunk_patterns(int(np.prod(sig_shape)), chunk_patterns)
+    if isinstance(data, da.Array):
+        flat = data.reshape(flat_shape).rechunk({0: chunk, 1: -1, 2: -1})
+    else:
+        flat = da.from_array(np.asarray(data).reshape(flat_shape), chunks=(chunk, -1, -1))
+    if navigation_mask is None:
+        mask = da.zeros((n,), dtype=bool, chunks=(flat.chunks[0],))
+    else:
+        mask = da.from_array(np.asarray(navigation_mask).ravel(), chunks=(flat.chunks[0],))
+    out = da.map_blocks(
+        _apply,
+        flat,
+        mask[:, None, None],
+        block_func=func,
+        block_kwargs=kwargs,
+        chunks=(flat.chunks[0],) + tuple((s,) for s in out_shape),
+        drop_axis=[1, 2],
+        new_axis=list(range(1, 1 + len(out_shape))) or None,
+        dtype=np.float32,
+        meta=np.empty((0,) * (1 + len(out_shape)), dtype=np.float32),
+    )
+    with dask.config.set({"array.slicing.split_large_chunks": False}):
+        if show_progressbar:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                return out.compute()
+        return out.compute()
+
+
+def _apply(patterns, excluded, block_func, block_kwargs):
+    return block_func(patterns, excluded[:, 0, 0], **block_kwargs)

@@ -1,0 +1,242 @@
+"""Model cards: load, validate, check the weights' sha256 and the test tensor.
+
+The format is described in ``docs/card_schema.md``. A card is a YAML file
+beside the model's ONNX weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from kikuchipy_cnn.preprocessing import Preprocessing
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
+
+__all__ = ["ModelCard", "ModelCardError", "WeightsError"]
+
+_REQUIRED = (
+    "format_version",
+    "name",
+    "version",
+    "description",
+    "license",
+    "weights",
+    "input",
+    "preprocessing",
+    "outputs",
+    "classes",
+    "test",
+    "limitations",
+    "min_score",
+)
+
+
+class ModelCardError(ValueError):
+    """A model card is invalid or does not match its weights."""
+
+
+class WeightsError(ValueError):
+    """A model's weights file is missing, corrupted or swapped."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Return the hex sha256 digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    """A model card: what a model expects, returns, and how good it is.
+
+    Create it with :meth:`from_file`.
+    """
+
+    path: Path
+    data: dict = field(repr=False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelCard":
+        """Load and validate a card from a YAML file.
+
+        Parameters
+        ----------
+        path
+            Path to ``card.yaml``.
+
+        Returns
+        -------
+        card
+            The validated card.
+        """
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise ModelCardError(f"Model card {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ModelCardError(f"Model card {path} is not valid YAML: {e}") from e
+        card = cls(path=path, data=data if isinstance(data, dict) else {})
+        card.validate()
+        return card
+
+    # ---------------------------------------------------------------- fields
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.data["version"])
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def weights_path(self) -> Path:
+        return self.directory / self.data["weights"]["file"]
+
+    @property
+    def sha256(self) -> str:
+        return str(self.data["weights"]["sha256"]).lower()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(c["label"] for c in self.data["classes"])
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return tuple(c["colour"] for c in self.data["classes"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.data["preprocessing"])
+
+    @property
+    def input_name(self) -> str:
+        return self.data["input"]["name"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.data["input"]["shape"])
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return dict(self.data["outputs"])
+
+    @property
+    def min_score(self) -> float:
+        return float(self.data["min_score"])
+
+    @property
+    def saliency_methods(self) -> tuple[str, ...]:
+        return tuple(self.data.get("saliency", ["occlusion"]))
+
+    # ------------------------------------------------------------ validation
+    def validate(self):
+        """Check that the card has every field, in the right form."""
+        d = self.data
+        where = f"Model card {self.path}"
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise ModelCardError(f"{where} lacks the fields {missing}")
+        if d["format_version"] != 1:
+            raise ModelCardError(
+                f"{where} has format_version {d['format_version']!r}; this version "
+                "of kikuchipy-cnn reads format 1: upgrade kikuchipy-cnn"
+            )
+        for key in ("file", "sha256"):
+            if key not in (d["weights"] or {}):
+                raise ModelCardError(f"{where}: weights lacks {key!r}")
+        for key in ("name", "shape", "dtype"):
+            if key not in (d["input"] or {}):
+                raise ModelCardError(f"{where}: input lacks {key!r}")
+        shape = self.input_shape
+        p = self.preprocessing
+        if len(shape) != 4 or shape[1] != 1 or shape[2:] != (p.size, p.size):
+            raise ModelCardError(
+                f"{where}: input shape {list(shape)} must be [-1, 1, {p.size}, "
+                f"{p.size}] for preprocessing size {p.size}"
+            )
+        if "probabilities" not in d["outputs"]:
+            raise ModelCardError(f"{where}: outputs must name 'probabilities'")
+        labels = []
+        for c in d["classes"]:
+            for key in ("label", "colour"):
+                if key not in c:
+                    raise ModelCardError(f"{where}: class {c} lacks {key!r}")
+            if c["label"] not in JOINT_CLASSES:
+                raise ModelCardError(
+                    f"{where}: class label {c['label']!r} is not a joint class "
+                    f"'<Bravais lattice> <Laue class>'; known are {list(JOINT_CLASSES)}"
+                )
+            info = joint_class_info(c["label"])
+            for key in ("crystal_system", "bravais_lattice", "laue_class"):
+                if key in c and c[key] != info[key]:
+                    raise ModelCardError(
+                        f"{where}: class {c['label']!r} has {key} {c[key]!r}, "
+                        f"but it is {info[key]!r}"
+                    )
+            labels.append(c["label"])
+        if len(set(labels)) != len(labels) or not labels:
+            raise ModelCardError(f"{where}: class labels must be unique and non-empty")
+        for key in ("input", "output", "tolerance"):
+            if key not in (d["test"] or {}):
+                raise ModelCardError(f"{where}: test lacks {key!r}")
+        if not 0 <= float(d["min_score"]) <= 1:
+            raise ModelCardError(f"{where}: min_score must be in [0, 1]")
+
+    def verify_weights(self):
+        """Raise :class:`WeightsError` unless the weights file exists and its
+        sha256 equals the card's."""
+        path = self.weights_path
+        if not path.is_file():
+            raise WeightsError(
+                f"Weights file {path} of model {self.name!r} is missing: reinstall "
+                "kikuchipy-cnn or the package that provides the model"
+            )
+        digest = sha256_of(path)
+        if digest != self.sha256:
+            raise WeightsError(
+                f"Weights file {path} of model {self.name!r} is corrupted or was "
+                f"replaced: its sha256 is {digest}, the card expects {self.sha256}. "
+                "Reinstall the package that provides the model"
+            )
+
+    def test_tensors(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Return the card's test input, expected probabilities and
+        tolerance."""
+        t = self.data["test"]
+        x = np.load(self.directory / t["input"])
+        y = np.load(self.directory / t["output"])
+        return x, y, float(t["tolerance"])
+
+    def summary(self) -> str:
+        """Return a human-readable summary of the card."""
+        d = self.data
+        lines = [
+            f"{self.name} {self.version}",
+            f"  {d['description'].strip()}",
+            f"  Input: {list(self.input_shape)} {d['input']['dtype']}, preprocessing "
+            f"{self.preprocessing.to_dict()}",
+            f"  Classes ({len(self.classes)}): {', '.join(self.classes)}",
+            f"  Recommended min_score: {self.min_score}",
+            f"  Saliency: {', '.join(self.saliency_methods)}",
+            f"  Licence: {d['license']}",
+        ]
+        ev = d.get("evaluation")
+        if isinstance(ev, dict) and ev:
+            lines.append("  Evaluation:")
+            for k, v in ev.items():
+                lines.append(f"    {k}: {v}")
+        lines.append("  Limitations:")
+        lines += [f"    - {item}" for item in d["limitations"]]
+        return "\n".join(lines)

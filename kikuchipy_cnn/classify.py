@@ -1,0 +1,285 @@
+"""Classify the crystal structure of every pattern of an EBSD signal."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from functools import lru_cache
+
+import numpy as np
+from orix.crystal_map import CrystalMap
+
+from kikuchipy_cnn.card import ModelCard
+from kikuchipy_cnn.crystal_map import build_crystal_map
+from kikuchipy_cnn.engine import get_session
+from kikuchipy_cnn.preprocessing import preprocess
+from kikuchipy_cnn.registry import get_model
+from kikuchipy_cnn._chunks import map_patterns
+
+__all__ = ["classify_structure"]
+
+
+@lru_cache(maxsize=16)
+def _card(path: str) -> ModelCard:
+    return ModelCard.from_file(path)
+
+
+def resolve_model(model: str | ModelCard | None) -> ModelCard:
+    """Return the card of a model given by name, card or None (default)."""
+    if isinstance(model, ModelCard):
+        return model
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a model name or a ModelCard, not {model!r}")
+    return get_model(model)
+
+
+def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background):
+    """Per-chunk work: preprocessing → ONNX Runtime → probabilities.
+
+    Returns ``(n, n_classes + 1)``: probabilities (NaN where excluded or
+    unusable) and a last column that is 1 for unusable patterns.
+    """
+    card = _card(card_path)
+    n = patterns.shape[0]
+    out = np.full((n, len(card.classes) + 1), np.nan, dtype=np.float32)
+    out[:, -1] = 0
+    keep = np.flatnonzero(~excluded)
+    if keep.size == 0:
+        return out
+    x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
+    session = get_session(card, providers)
+    good = keep[valid]
+    if good.size:
+        probs = session.run(x[valid], ("probabilities",), batch_size)["probabilities"]
+        out[good, :-1] = probs
+    out[keep[~valid], -1] = 1
+    return out
+
+
+def _navigation(signal) -> tuple[tuple[int, ...], tuple[float, ...], str]:
+    am = signal.axes_manager
+    nav_shape = tuple(am.navigation_shape[::-1])
+    step_sizes = tuple(float(a.scale) for a in am.navigation_axes[::-1])
+    scan_unit = "px"
+    if am.navigation_dimension > 0:
+        unit = str(am.navigation_axes[0].units)
+        if unit not in ("<undefined>", "", "None"):
+            scan_unit = unit
+    return nav_shape, step_sizes, scan_unit
+
+
+def validate_signal(signal):
+    """Raise a clear error unless ``signal`` is a 2-D-signal EBSD signal with
+    at most two navigation dimensions."""
+    from kikuchipy.signals import EBSD
+
+    if not isinstance(signal, EBSD):
+        raise TypeError(
+            f"Expected a kikuchipy EBSD or LazyEBSD signal, not {type(signal).__name__}. "
+            "Load patterns with kikuchipy.load(), or wrap an array of shape "
+            "(..., rows, cols) with kikuchipy.signals.EBSD(array)"
+        )
+    am = signal.axes_manager
+    if am.signal_dimension != 2:
+        raise ValueError(
+            f"Patterns must be 2-D images, but the signal has {am.signal_dimension} "
+            "signal dimension(s). Use signal.as_signal2D((0, 1)) or create the EBSD "
+            "signal from an array of shape (..., rows, cols)"
+        )
+    if am.navigation_dimension > 2:
+        raise ValueError(
+            f"The signal has {am.navigation_dimension} navigation dimensions; at most "
+            "2 (a map) are supported. Reshape or slice it first"
+        )
+    if not (
+        np.issubdtype(signal.data.dtype, np.integer)
+        or np.issubdtype(signal.data.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"Patterns must be integer or floating point, not {signal.data.dtype}"
+        )
+
+
+def validate_mask(navigation_mask, nav_shape) -> np.ndarray | None:
+    """Return the navigation mask as a boolean array, or raise a clear
+    error."""
+    if navigation_mask is None:
+        return None
+    mask = np.asarray(navigation_mask)
+    if mask.dtype != bool:
+        raise ValueError(
+            f"The navigation mask must be a boolean array (True = exclude), not "
+            f"{mask.dtype}"
+        )
+    if mask.shape != tuple(nav_shape):
+        raise ValueError(
+            f"The navigation mask shape {mask.shape} and the signal's navigation "
+            f"shape {tuple(nav_shape)} must be identical"
+        )
+    if mask.all():
+        raise ValueError(
+            "The navigation mask excludes every pattern: at least one value must be "
+            "False (True means excluded)"
+        )
+    return mask
+
+
+def static_background_of(signal, static_background) -> np.ndarray | None:
+    """Return the static background to divide the patterns by."""
+    sig_shape = tuple(signal.axes_manager.signal_shape[::-1])
+    if static_background is None or static_background is False:
+        return None
+    if isinstance(static_background, str):
+        if static_background != "auto":
+            raise ValueError(
+                f"static_background must be 'auto', None or an array, not "
+                f"{static_background!r}"
+            )
+        bg = getattr(signal, "static_background", None)
+        if bg is None:
+            return None
+        bg = np.asarray(bg)
+        if bg.shape != sig_shape or not np.isfinite(bg).all() or bg.mean() <= 0:
+            return None
+        return bg
+    bg = np.asarray(static_background)
+    if bg.shape != sig_shape:
+        raise ValueError(
+            f"Static background shape {bg.shape} does not match the pattern shape "
+            f"{sig_shape}"
+        )
+    return bg
+
+
+def classify_structure(
+    signal,
+    model: str | ModelCard | None = None,
+    navigation_mask: np.ndarray | None = None,
+    min_score: float | None = None,
+    batch_size: int = 256,
+    providers: list[str] | None = None,
+    static_background: np.ndarray | str | None = "auto",
+    show_progressbar: bool | None = None,
+    verbose: int = 1,
+) -> CrystalMap:
+    r"""Classify the crystal structure of every pattern with a CNN.
+
+    Each pattern gets probabilities of the joint classes
+    ``"<Bravais lattice> <Laue class>"`` (23 for the bundled models), from
+    which crystal system, Bravais lattice and Laue class probabilities are
+    summed, so the levels never contradict each other.
+
+    Parameters
+    ----------
+    signal
+        EBSD or LazyEBSD signal with 0, 1 or 2 navigation dimensions. Any
+        pattern shape and integer or float dtype, raw or processed. Not
+        modified.
+    model
+        Name of a registered model (see :func:`~kikuchipy_cnn.list_models`)
+        or a model card. If not given, the default model.
+    navigation_mask
+        Boolean array of the navigation shape (numpy order); True means the
+        pattern is *excluded* (not classified).
+    min_score
+        Patterns whose top class probability is below this get
+        ``phase_id = -1`` (not classified). If not given, the model card's
+        recommended value. Pass 0 to assign every pattern a class.
+    batch_size
+        Patterns per inference batch.
+    providers
+        ONNX Runtime execution providers. If not given, CUDA when it is
+        usable, otherwise the CPU.
+    static_background
+        ``"auto"`` (default) divides raw patterns by the static background
+        stored with the signal, if any; None uses none; or an array of the
+        pattern shape.
+    show_progressbar
+        Whether to show a progress bar. If not given, the value in
+        hyperspy's preferences is used.
+    verbose
+        Print information (model, provider, speed) if 1 (default); nothing
+        if 0.
+
+    Returns
+    -------
+    xmap
+        Phase map with one phase per class (named e.g. ``"cF m-3m"``, with
+        the Laue class as point group), identity rotations (no orientation
+        is determined), and properties ``"scores"`` (top probability),
+        ``"margin"`` (top minus second probability),
+        ``"crystal_system_score"``, ``"bravais_lattice_score"``,
+        ``"laue_class_score"`` and each class's probability (see
+        :func:`~kikuchipy_cnn.probabilities`). Masked and unusable (NaN,
+        infinite or constant) patterns have ``phase_id = -1`` and NaN
+        properties.
+
+    See Also
+    --------
+    kikuchipy_cnn.labels, kikuchipy_cnn.list_models
+
+    Examples
+    --------
+    >>> import kikuchipy as kp
+    >>> import kikuchipy_cnn
+    >>> s = kp.data.nickel_ebsd_small()
+    >>> xmap = s.classify_structure(verbose=0, show_progressbar=False)
+    >>> xmap.phases_in_data.names
+    ['cF m-3m']
+    """
+    validate_signal(signal)
+    nav_shape, step_sizes, scan_unit = _navigation(signal)
+    mask = validate_mask(navigation_mask, nav_shape)
+    card = resolve_model(model)
+    if min_score is None:
+        min_score = card.min_score
+    if not 0 <= float(min_score) <= 1:
+        raise ValueError(f"min_score must be in [0, 1], not {min_score}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size}")
+    bg = static_background_of(signal, static_background)
+    if show_progressbar is None:
+        from hyperspy.defaults_parser import preferences
+
+        show_progressbar = preferences.General.show_progressbar
+
+    session = get_session(card, providers)  # fail early, before any chunk runs
+    n = int(np.prod(nav_shape)) if nav_shape else 1
+    n_used = n - (int(mask.sum()) if mask is not None else 0)
+    if verbose:
+        print(
+            "Structure classification information:\n"
+            f"  Model: {card.name} {card.version}\n"
+            f"  Execution provider: {session.provider}\n"
+            f"Classifying {n_used} pattern(s)"
+        )
+    t0 = time.perf_counter()
+    out = map_patterns(
+        signal.data,
+        nav_shape,
+        _classify_chunk,
+        (len(card.classes) + 1,),
+        mask,
+        batch_size,
+        show_progressbar,
+        card_path=str(card.path),
+        providers=tuple(session.providers),
+        batch_size=int(batch_size),
+        static_background=bg,
+    )
+    dt = time.perf_counter() - t0
+    probs, unusable = out[:, :-1], out[:, -1] == 1
+    n_bad = int(unusable.sum())
+    if n_bad:
+        warnings.warn(
+            f"{n_bad} pattern(s) are not finite or are constant and were not "
+            "classified (phase_id -1)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    classified = np.isfinite(probs).all(axis=1)
+    if verbose:
+        print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
+    return build_crystal_map(
+        probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask
+    )

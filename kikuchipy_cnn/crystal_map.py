@@ -1,0 +1,173 @@
+"""Class probabilities → orix crystal map, and back to per-level labels."""
+
+from __future__ import annotations
+
+import numpy as np
+from orix.crystal_map import CrystalMap, Phase, PhaseList, create_coordinate_arrays
+from orix.quaternion import Rotation
+
+from kikuchipy_cnn.card import ModelCard
+from kikuchipy_cnn.symmetry import LEVELS, joint_class_info, level_names, marginalise
+
+__all__ = ["labels", "phase_list_from_card", "probabilities", "prop_name"]
+
+NOT_CLASSIFIED = "not classified"
+
+#: Default phase colour of each joint class (matplotlib names, as orix needs),
+#: hues grouped by crystal system
+DEFAULT_COLOURS = {
+    "aP -1": "tab:gray",
+    "mP 2/m": "tab:olive", "mC 2/m": "yellowgreen",
+    "oP mmm": "tab:brown", "oC mmm": "peru", "oF mmm": "sandybrown", "oI mmm": "chocolate",
+    "tP 4/m": "tab:purple", "tI 4/m": "mediumorchid",
+    "tP 4/mmm": "indigo", "tI 4/mmm": "violet",
+    "hP -3": "tab:pink", "hR -3": "hotpink", "hP -3m": "crimson", "hR -3m": "palevioletred",
+    "hP 6/m": "tab:cyan", "hP 6/mmm": "teal",
+    "cP m-3": "khaki", "cF m-3": "lightskyblue", "cI m-3": "salmon",
+    "cP m-3m": "gold", "cF m-3m": "tab:blue", "cI m-3m": "tab:red",
+}  # fmt: skip
+
+
+def prop_name(label: str) -> str:
+    """Name of the crystal map property holding one class's probability,
+    e.g. ``"p_hP_6mmm"`` for ``"hP 6/mmm"`` (no slashes: HDF5-safe)."""
+    return "p_" + label.replace(" ", "_").replace("/", "")
+
+
+def phase_list_from_card(card: ModelCard) -> PhaseList:
+    """Return one :class:`~orix.crystal_map.Phase` per class of a model, named
+    ``"<Bravais lattice> <Laue class>"`` with the Laue class as point group
+    and explicit ids in the model's output order."""
+    phases = [
+        Phase(name=label, point_group=joint_class_info(label)["laue_class"], color=c)
+        for label, c in zip(card.classes, card.colours)
+    ]
+    return PhaseList(phases=phases, ids=list(range(len(phases))))
+
+
+def build_crystal_map(
+    probs: np.ndarray,
+    classified: np.ndarray,
+    card: ModelCard,
+    nav_shape: tuple[int, ...],
+    step_sizes: tuple[float, ...],
+    scan_unit: str,
+    min_score: float,
+    navigation_mask: np.ndarray | None,
+) -> CrystalMap:
+    """Build the phase map from per-pattern joint class probabilities.
+
+    ``probs`` is ``(n, n_classes)`` with NaN rows where ``classified`` is
+    False (masked or unusable patterns).
+    """
+    n = probs.shape[0]
+    classes = card.classes
+    order = np.argsort(np.nan_to_num(probs, nan=-1), axis=1)
+    top1 = order[:, -1]
+    score = np.take_along_axis(probs, top1[:, None], axis=1)[:, 0]
+    if probs.shape[1] > 1:
+        second = np.take_along_axis(probs, order[:, -2:-1], axis=1)[:, 0]
+    else:
+        second = np.zeros(n, dtype=probs.dtype)
+    phase_id = np.where(classified & (score >= min_score), top1, -1).astype(int)
+    prop = {"scores": score, "margin": score - second}
+    for level in LEVELS:
+        prop[f"{level}_score"] = np.nanmax(
+            np.where(classified[:, None], marginalise(np.nan_to_num(probs), classes, level), np.nan),
+            axis=1,
+            initial=-np.inf,
+        )
+        prop[f"{level}_score"][~classified] = np.nan
+    for i, label in enumerate(classes):
+        prop[prop_name(label)] = probs[:, i]
+    prop = {k: v.astype(np.float32) for k, v in prop.items()}
+
+    if len(nav_shape) == 0:
+        coords = {"x": np.zeros(1)}
+    else:
+        coords, _ = create_coordinate_arrays(nav_shape, step_sizes)
+    kw = {}
+    if navigation_mask is not None:
+        kw["is_in_data"] = ~np.asarray(navigation_mask).ravel()
+    return CrystalMap(
+        rotations=Rotation.identity((n,)),
+        phase_id=phase_id,
+        phase_list=phase_list_from_card(card),
+        prop=prop,
+        scan_unit=scan_unit,
+        **coords,
+        **kw,
+    )
+
+
+def _classes_of(xmap: CrystalMap) -> tuple[str, ...]:
+    ids = [i for i in xmap.phases.ids if i != -1]
+    classes = tuple(xmap.phases[i].name for i in sorted(ids))
+    missing = [c for c in classes if prop_name(c) not in xmap.prop]
+    if missing or not classes:
+        raise ValueError(
+            "The crystal map has no class probabilities: pass a map returned by "
+            "classify_structure()"
+        )
+    return classes
+
+
+def probabilities(xmap: CrystalMap, level: str = "joint") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Return per-pattern probabilities of a map from
+    :func:`~kikuchipy_cnn.classify_structure`.
+
+    Parameters
+    ----------
+    xmap
+        Crystal map returned by ``classify_structure()``.
+    level
+        ``"joint"``, ``"crystal_system"``, ``"bravais_lattice"`` or
+        ``"laue_class"``.
+
+    Returns
+    -------
+    probs
+        Array ``(n, n_classes)`` over all map points in data, NaN where not
+        classified.
+    names
+        Class names of the columns.
+    """
+    classes = _classes_of(xmap)
+    probs = np.stack([xmap.prop[prop_name(c)] for c in classes], axis=1)
+    if level == "joint":
+        return probs, classes
+    nan = np.isnan(probs).any(axis=1)
+    marg = marginalise(np.nan_to_num(probs), classes, level)
+    marg[nan] = np.nan
+    return marg, level_names(level)
+
+
+def labels(xmap: CrystalMap) -> dict[str, np.ndarray]:
+    """Return per-pattern class names at every level.
+
+    Each level's label is its own most probable class (the sum of the joint
+    probabilities in it), so a pattern can have a confident crystal system
+    while its joint class is below ``min_score``. Patterns that were masked
+    or unusable are ``"not classified"``.
+
+    Parameters
+    ----------
+    xmap
+        Crystal map returned by ``classify_structure()``.
+
+    Returns
+    -------
+    labels
+        Dictionary with keys ``"joint"``, ``"crystal_system"``,
+        ``"bravais_lattice"`` and ``"laue_class"`` of string arrays over the
+        map points in data.
+    """
+    out = {}
+    for level in ("joint",) + LEVELS:
+        probs, names = probabilities(xmap, level)
+        nan = np.isnan(probs).any(axis=1)
+        idx = np.argmax(np.nan_to_num(probs, nan=-1), axis=1)
+        lab = np.asarray(names, dtype=object)[idx]
+        lab[nan] = NOT_CLASSIFIED
+        out[level] = lab.astype(str)
+    return out

@@ -1,0 +1,264 @@
+"""ONNX Runtime inference: provider choice, cached sessions, batching.
+
+Nothing else in the package talks to ONNX Runtime. Sessions are cached per
+process, keyed by weights file, providers and thread count, and are never
+pickled: dask tasks carry the card's path and look the session up here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+from functools import lru_cache
+
+import numpy as np
+
+from kikuchipy_cnn.card import ModelCard, ModelCardError
+
+__all__ = ["InferenceSession", "choose_providers", "get_session"]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+_lock = threading.Lock()
+_sessions: dict[tuple, "InferenceSession"] = {}
+_warned: set[str] = set()
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _warn_once(key: str, message: str):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+@lru_cache(maxsize=1)
+def _cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports, 0 without a driver."""
+    names = ("nvcuda.dll",) if os.name == "nt" else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
+
+
+def choose_providers(providers: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Return the execution providers to use.
+
+    Parameters
+    ----------
+    providers
+        Providers requested by the user, e.g. ``["CPUExecutionProvider"]``.
+        If not given, CUDA is used when ONNX Runtime has it and a CUDA
+        device is present, otherwise the CPU. TensorRT is used only when
+        requested.
+
+    Returns
+    -------
+    providers
+        Provider names, in order of preference, always ending with the CPU.
+    """
+    available = _ort().get_available_providers()
+    if providers is not None:
+        providers = [providers] if isinstance(providers, str) else list(providers)
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise ValueError(
+                f"Execution providers {unknown} are not available in this ONNX "
+                f"Runtime installation; available are {available}"
+            )
+        return providers + ([CPU] if CPU not in providers else [])
+    if CUDA in available and _cuda_device_count() > 0:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def default_threads() -> int:
+    """Intra-op threads per session: the cores shared among the threads of a
+    dask worker, so that concurrent tasks do not oversubscribe the CPU."""
+    n_cpu = os.cpu_count() or 1
+    concurrent = 1
+    try:
+        from distributed import get_worker
+
+        concurrent = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        concurrent = int(os.environ.get("KIKUCHIPY_CNN_CONCURRENT_TASKS", "1"))
+    return max(1, n_cpu // max(concurrent, 1))
+
+
+class InferenceSession:
+    """A model's ONNX Runtime session with batching.
+
+    Use :func:`get_session` rather than creating it directly.
+    """
+
+    def __init__(self, card: ModelCard, providers: list[str], threads: int):
+        ort = _ort()
+        card.verify_weights()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        wanted = providers
+        if CUDA in providers or TENSORRT in providers:
+            # Without the CUDA libraries ONNX Runtime logs a wall of errors and
+            # falls back to the CPU: silence them, then say it once
+            opts.log_severity_level = 4
+        try:
+            self._session = ort.InferenceSession(
+                str(card.weights_path), sess_options=opts, providers=providers
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelCardError(
+                f"ONNX Runtime could not load the weights of model {card.name!r} "
+                f"({card.weights_path}): {e}"
+            ) from e
+        self.providers = self._session.get_providers()
+        if wanted[0] != CPU and self.providers[0] == CPU:
+            _warn_once(
+                "gpu-fallback",
+                f"{wanted[0]} could not be used (are the CUDA libraries "
+                "installed? see the onnxruntime-gpu install notes); running on the "
+                "CPU instead",
+            )
+        self.card = card
+        self._check_graph()
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs the model."""
+        return self.providers[0]
+
+    def _check_graph(self):
+        card = self.card
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != card.input_name:
+            raise ModelCardError(
+                f"Card of model {card.name!r} names input {card.input_name!r}, but "
+                f"the ONNX graph has inputs {[i.name for i in inputs]}"
+            )
+        graph_shape = inputs[0].shape
+        for got, want in zip(graph_shape[1:], card.input_shape[1:]):
+            if isinstance(got, int) and got != want:
+                raise ModelCardError(
+                    f"Card of model {card.name!r} gives input shape "
+                    f"{list(card.input_shape)}, but the ONNX graph expects "
+                    f"{graph_shape}"
+                )
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        for role, name in card.outputs.items():
+            if name not in outputs:
+                raise ModelCardError(
+                    f"Card of model {card.name!r} names output {name!r} ({role}), "
+                    f"but the ONNX graph has outputs {list(outputs)}"
+                )
+        n = outputs[card.outputs["probabilities"]].shape[-1]
+        if isinstance(n, int) and n != len(card.classes):
+            raise ModelCardError(
+                f"Card of model {card.name!r} lists {len(card.classes)} classes, but "
+                f"the ONNX graph returns {n} probabilities"
+            )
+
+    def run(
+        self, x: np.ndarray, outputs: tuple[str, ...] = ("probabilities",),
+        batch_size: int = 256,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on preprocessed input in batches.
+
+        Parameters
+        ----------
+        x
+            Preprocessed input of shape ``(n, 1, size, size)``.
+        outputs
+            Output roles from the card, e.g. ``("probabilities", "cam")``.
+        batch_size
+            Patterns per run. Halved and retried when the device runs out of
+            memory.
+
+        Returns
+        -------
+        results
+            Output role → array with ``n`` rows.
+        """
+        names = []
+        for role in outputs:
+            if role not in self.card.outputs:
+                raise ValueError(
+                    f"Model {self.card.name!r} has no {role!r} output; it has "
+                    f"{list(self.card.outputs)}"
+                )
+            names.append(self.card.outputs[role])
+        parts: dict[str, list] = {r: [] for r in outputs}
+        start = 0
+        n = x.shape[0]
+        while start < n:
+            stop = min(start + batch_size, n)
+            try:
+                res = self._session.run(names, {self.card.input_name: x[start:stop]})
+            except Exception as e:
+                if batch_size > 1 and _is_out_of_memory(e):
+                    batch_size //= 2
+                    _warn_once(
+                        "oom", f"Device out of memory: batch size reduced to {batch_size}"
+                    )
+                    continue
+                raise
+            for role, r in zip(outputs, res):
+                parts[role].append(r)
+            start = stop
+        if n == 0:
+            return {r: np.zeros((0,)) for r in outputs}
+        return {r: np.concatenate(p) for r, p in parts.items()}
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    msg = str(error).lower()
+    return "out of memory" in msg or "failed to allocate" in msg or "oom" in msg
+
+
+def get_session(
+    card: ModelCard,
+    providers: list[str] | tuple[str, ...] | None = None,
+    threads: int | None = None,
+) -> InferenceSession:
+    """Return the cached session of a model, creating it on first use.
+
+    Parameters
+    ----------
+    card
+        The model's card.
+    providers
+        Execution providers; see :func:`choose_providers`.
+    threads
+        Intra-op threads; by default :func:`default_threads`.
+    """
+    providers = choose_providers(providers)
+    threads = default_threads() if threads is None else int(threads)
+    key = (str(card.weights_path), card.sha256, tuple(providers), threads)
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = InferenceSession(card, providers, threads)
+            _sessions[key] = session
+    return session
+
+
+def clear_sessions():
+    """Drop all cached sessions."""
+    with _lock:
+        _sessions.clear()

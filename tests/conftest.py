@@ -1,0 +1,149 @@
+"""Shared fixtures: small ONNX models built here, and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import kikuchipy_cnn
+from kikuchipy_cnn import registry
+from kikuchipy_cnn.card import sha256_of
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def build_tiny_onnx(path: Path, size: int = 64, n_classes: int = 23, seed: int = 0,
+                    with_cam: bool = True):
+    """Write a small conv → GAP → linear ONNX model with the outputs of the
+    card format (probabilities, features, cam)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    k = size // 8
+    w1 = rng.normal(0, 0.3, (8, 1, k, k)).astype(np.float32)
+    w2 = rng.normal(0, 0.5, (n_classes, 8, 1, 1)).astype(np.float32)
+    b2 = rng.normal(0, 0.1, (n_classes,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["patterns", "w1"], ["c1"], strides=[k, k]),
+        helper.make_node("Relu", ["c1"], ["features"]),
+        helper.make_node("Conv", ["features", "w2", "b2"], ["cam"]),
+        helper.make_node("ReduceMean", ["cam"], ["logits"], axes=[2, 3], keepdims=0),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", n_classes])]
+    if with_cam:
+        outputs += [
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 8, 8, 8]),
+            helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["n", n_classes, 8, 8]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("patterns", TensorProto.FLOAT, ["n", 1, size, size])],
+        outputs,
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (b2, "b2"))],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def make_model_dir(directory: Path, name: str = "tiny-test", seed: int = 0,
+                   classes=JOINT_CLASSES, with_cam: bool = True, min_score: float = 0.0) -> Path:
+    """Create ``directory/card.yaml`` with a tiny ONNX model and test tensors;
+    return the card path."""
+    import onnxruntime as ort
+
+    directory.mkdir(parents=True, exist_ok=True)
+    build_tiny_onnx(directory / "model.onnx", n_classes=len(classes), seed=seed, with_cam=with_cam)
+    rng = np.random.default_rng(seed)
+    x, _ = kikuchipy_cnn.preprocess(rng.random((4, 60, 60)))
+    sess = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(["probabilities"], {"patterns": x})[0]
+    np.save(directory / "test_input.npy", x)
+    np.save(directory / "test_output.npy", y)
+    from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
+
+    colours = [DEFAULT_COLOURS[c] for c in classes]
+    outputs = {"probabilities": "probabilities"}
+    if with_cam:
+        outputs.update(features="features", cam="cam")
+    card = {
+        "format_version": 1,
+        "name": name,
+        "version": "0.0.1",
+        "description": "Tiny untrained test model built by the test suite.",
+        "license": "CC0-1.0",
+        "citation": "none",
+        "weights": {"file": "model.onnx", "sha256": sha256_of(directory / "model.onnx")},
+        "input": {"name": "patterns", "shape": [-1, 1, 64, 64], "dtype": "float32", "axes": "bcyx"},
+        "preprocessing": kikuchipy_cnn.Preprocessing().to_dict(),
+        "outputs": outputs,
+        "temperature": 1.0,
+        "classes": [
+            {**joint_class_info(c), "colour": col} for c, col in zip(classes, colours)
+        ],
+        "saliency": ["cam", "occlusion"] if with_cam else ["occlusion"],
+        "min_score": min_score,
+        "test": {"input": "test_input.npy", "output": "test_output.npy", "tolerance": 1e-5},
+        "training_data": "none (random weights)",
+        "evaluation": {},
+        "limitations": ["Untrained: for tests only."],
+    }
+    path = directory / "card.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
+class _Plugin:
+    def __init__(self, cards):
+        self.cards = cards
+
+    @kikuchipy_cnn.hookimpl
+    def register_models(self, register):
+        for c in self.cards:
+            register(c)
+
+
+@pytest.fixture(scope="session")
+def tiny_card_path(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("models") / "tiny-test")
+
+
+@pytest.fixture
+def register_plugin():
+    """Register a plugin with the given card paths for one test."""
+    names = []
+
+    def register(cards, name="test-plugin"):
+        registry._load_plugins()
+        registry.plugin_manager.register(_Plugin(cards), name=name)
+        names.append(name)
+        registry.refresh()
+
+    yield register
+    for name in names:
+        registry.plugin_manager.unregister(name=name)
+    registry.refresh()
+
+
+@pytest.fixture
+def tiny_model(tiny_card_path, register_plugin) -> str:
+    register_plugin([tiny_card_path])
+    return "tiny-test"
+
+
+def shared_data_dir() -> Path:
+    """Return ../shared/data, or skip (fail when KIKUCHIPY_CNN_REQUIRE_SHARED=1)."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    if os.environ.get("KIKUCHIPY_CNN_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{SHARED_DATA} is required (KIKUCHIPY_CNN_REQUIRE_SHARED=1) but absent")
+    pytest.skip(f"{SHARED_DATA} (real EBSD validation data beside the repository) is absent")
