@@ -71,8 +71,16 @@ def _navigation(signal) -> tuple[tuple[int, ...], tuple[float, ...], str]:
 def validate_signal(signal):
     """Raise a clear error unless ``signal`` is a 2-D-signal EBSD signal with
     at most two navigation dimensions."""
+    from hyperspy.signal import BaseSignal
     from kikuchipy.signals import EBSD
 
+    if isinstance(signal, BaseSignal) and signal.axes_manager.signal_dimension != 2:
+        raise ValueError(
+            f"Patterns must be 2-D images, but the signal has "
+            f"{signal.axes_manager.signal_dimension} signal dimension(s). Create an "
+            "EBSD signal from an array of shape (..., rows, cols) with "
+            "kikuchipy.signals.EBSD(array)"
+        )
     if not isinstance(signal, EBSD):
         raise TypeError(
             f"Expected a kikuchipy EBSD or LazyEBSD signal, not {type(signal).__name__}. "
@@ -80,12 +88,6 @@ def validate_signal(signal):
             "(..., rows, cols) with kikuchipy.signals.EBSD(array)"
         )
     am = signal.axes_manager
-    if am.signal_dimension != 2:
-        raise ValueError(
-            f"Patterns must be 2-D images, but the signal has {am.signal_dimension} "
-            "signal dimension(s). Use signal.as_signal2D((0, 1)) or create the EBSD "
-            "signal from an array of shape (..., rows, cols)"
-        )
     if am.navigation_dimension > 2:
         raise ValueError(
             f"The signal has {am.navigation_dimension} navigation dimensions; at most "

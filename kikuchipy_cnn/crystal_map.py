@@ -7,7 +7,7 @@ from orix.crystal_map import CrystalMap, Phase, PhaseList, create_coordinate_arr
 from orix.quaternion import Rotation
 
 from kikuchipy_cnn.card import ModelCard
-from kikuchipy_cnn.symmetry import LEVELS, joint_class_info, level_names, marginalise
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, LEVELS, joint_class_info, level_names, marginalise
 
 __all__ = ["labels", "phase_list_from_card", "probabilities", "prop_name"]
 
@@ -89,22 +89,26 @@ def build_crystal_map(
     kw = {}
     if navigation_mask is not None:
         kw["is_in_data"] = ~np.asarray(navigation_mask).ravel()
-    return CrystalMap(
+    phases = phase_list_from_card(card)
+    xmap = CrystalMap(
         rotations=Rotation.identity((n,)),
         phase_id=phase_id,
-        phase_list=phase_list_from_card(card),
+        phase_list=phases,
         prop=prop,
         scan_unit=scan_unit,
         **coords,
         **kw,
     )
+    # orix drops the phases absent from the data; keep every class
+    if -1 in xmap.phases.ids:
+        phases.add_not_indexed()
+    xmap.phases = phases
+    return xmap
 
 
 def _classes_of(xmap: CrystalMap) -> tuple[str, ...]:
-    ids = [i for i in xmap.phases.ids if i != -1]
-    classes = tuple(xmap.phases[i].name for i in sorted(ids))
-    missing = [c for c in classes if prop_name(c) not in xmap.prop]
-    if missing or not classes:
+    classes = tuple(c for c in JOINT_CLASSES if prop_name(c) in xmap.prop)
+    if not classes:
         raise ValueError(
             "The crystal map has no class probabilities: pass a map returned by "
             "classify_structure()"

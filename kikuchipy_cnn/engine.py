@@ -115,10 +115,12 @@ class InferenceSession:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         wanted = providers
-        if CUDA in providers or TENSORRT in providers:
+        gpu = CUDA in providers or TENSORRT in providers
+        if gpu:
             # Without the CUDA libraries ONNX Runtime logs a wall of errors and
             # falls back to the CPU: silence them, then say it once
             opts.log_severity_level = 4
+            ort.set_default_logger_severity(4)
         try:
             self._session = ort.InferenceSession(
                 str(card.weights_path), sess_options=opts, providers=providers
@@ -128,6 +130,9 @@ class InferenceSession:
                 f"ONNX Runtime could not load the weights of model {card.name!r} "
                 f"({card.weights_path}): {e}"
             ) from e
+        finally:
+            if gpu:
+                ort.set_default_logger_severity(3)
         self.providers = self._session.get_providers()
         if wanted[0] != CPU and self.providers[0] == CPU:
             _warn_once(

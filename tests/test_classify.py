@@ -1,0 +1,171 @@
+import warnings
+
+import dask.array as da
+import hyperspy.api as hs
+import kikuchipy as kp
+import numpy as np
+import pytest
+from orix import io
+
+import kikuchipy_cnn
+from kikuchipy_cnn import labels, probabilities
+
+
+@pytest.fixture
+def ni():
+    return kp.data.nickel_ebsd_small()
+
+
+def _classify(s, model, **kw):
+    kw.setdefault("verbose", 0)
+    kw.setdefault("show_progressbar", False)
+    return s.classify_structure(model=model, **kw)
+
+
+def test_map_geometry_and_props(ni, tiny_model):
+    before = ni.data.copy()
+    xmap = _classify(ni, tiny_model, min_score=0)
+    np.testing.assert_array_equal(ni.data, before)
+    assert xmap.shape == (3, 3)
+    assert xmap.scan_unit == "um"
+    np.testing.assert_allclose(np.unique(xmap.x), [0, 1.5, 3])
+    assert xmap.phases.ids[-1] == 22 and len(xmap.phases.ids) == 23
+    assert xmap.phases[21].name == "cF m-3m" and xmap.phases[21].point_group.name == "m-3m"
+    np.testing.assert_allclose(xmap.rotations.data, [[1, 0, 0, 0]] * 9)
+    probs, names = probabilities(xmap)
+    assert names == kikuchipy_cnn.JOINT_CLASSES
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(xmap.scores, probs.max(axis=1), rtol=1e-6)
+    srt = np.sort(probs, axis=1)
+    np.testing.assert_allclose(xmap.margin, srt[:, -1] - srt[:, -2], atol=1e-6)
+    for level in ("crystal_system", "bravais_lattice", "laue_class"):
+        m, _ = probabilities(xmap, level)
+        np.testing.assert_allclose(xmap.prop[f"{level}_score"], m.max(axis=1), rtol=1e-6)
+        assert (xmap.prop[f"{level}_score"] >= xmap.scores - 1e-6).all()
+    lab = labels(xmap)
+    assert set(lab) == {"joint", "crystal_system", "bravais_lattice", "laue_class"}
+    assert (lab["joint"] == np.array([xmap.phases[i].name for i in xmap.phase_id])).all()
+
+
+def test_lazy_equals_eager(ni, tiny_model):
+    x1 = _classify(ni, tiny_model)
+    x2 = _classify(ni.as_lazy(), tiny_model)
+    np.testing.assert_array_equal(x1.phase_id, x2.phase_id)
+    np.testing.assert_allclose(x1.scores, x2.scores, rtol=1e-5)
+
+
+def test_navigation_mask_and_min_score(ni, tiny_model):
+    mask = np.zeros((3, 3), bool)
+    mask[0, 1] = True
+    xmap = _classify(ni, tiny_model, navigation_mask=mask, min_score=0)
+    assert xmap.size == 8
+    assert not xmap.is_in_data[1]
+    xmap_all = _classify(ni, tiny_model, min_score=0)
+    np.testing.assert_allclose(xmap.scores, np.delete(xmap_all.scores, 1), rtol=1e-6)
+    high = _classify(ni, tiny_model, min_score=1.0)
+    assert (high.phase_id == -1).all()
+    assert "not_indexed" in high.phases.names
+
+
+@pytest.mark.parametrize("nav", [(), (5,), (2, 3)])
+def test_navigation_dimensions(tiny_model, nav):
+    rng = np.random.default_rng(0)
+    s = kp.signals.EBSD(rng.random(nav + (40, 30)).astype(np.float32))
+    xmap = _classify(s, tiny_model, min_score=0)
+    assert xmap.size == int(np.prod(nav))
+
+
+def test_single_480_float_pattern(tiny_model):
+    rng = np.random.default_rng(1)
+    s = kp.signals.EBSD(rng.random((480, 480)))
+    xmap = _classify(s, tiny_model)
+    assert xmap.size == 1 and np.isfinite(xmap.scores).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float64])
+def test_dtypes(ni, tiny_model, dtype):
+    s = kp.signals.EBSD(ni.data.astype(dtype))
+    xmap = _classify(s, tiny_model, static_background=None)
+    assert xmap.size == 9
+
+
+def test_bad_patterns_not_classified(ni, tiny_model):
+    data = ni.data.astype(np.float32)
+    data[0, 0] = np.nan
+    data[1, 1, 5, 5] = np.inf
+    data[2, 2] = 3
+    s = kp.signals.EBSD(data)
+    with pytest.warns(RuntimeWarning, match="3 pattern"):
+        xmap = _classify(s, tiny_model, min_score=0)
+    pid = xmap.phase_id.reshape(3, 3)
+    assert pid[0, 0] == pid[1, 1] == pid[2, 2] == -1
+    assert (np.delete(xmap.phase_id, [0, 4, 8]) >= 0).all()
+    assert labels(xmap)["joint"][0] == "not classified"
+    assert np.isnan(s.data[0, 0]).all()  # untouched
+
+
+def test_save_h5_and_ang(ni, tiny_model, tmp_path):
+    xmap = _classify(ni, tiny_model)
+    io.save(tmp_path / "m.h5", xmap)
+    io.save(tmp_path / "m.ang", xmap)
+    back = io.load(tmp_path / "m.h5")
+    np.testing.assert_allclose(back.scores, xmap.scores)
+    assert io.load(tmp_path / "m.ang").size == 9
+
+
+def test_bad_inputs(ni, tiny_model):
+    with pytest.raises(TypeError, match="EBSD or LazyEBSD"):
+        kikuchipy_cnn.classify_structure(hs.signals.Signal2D(np.zeros((2, 60, 60))))
+    with pytest.raises(TypeError, match="EBSD or LazyEBSD"):
+        kikuchipy_cnn.classify_structure(np.zeros((60, 60)))
+    s1d = kp.signals.EBSD(np.zeros((3, 60, 60))).as_signal1D(0)
+    with pytest.raises(ValueError, match="signal dimension"):
+        kikuchipy_cnn.classify_structure(s1d, model=tiny_model)
+    with pytest.raises(ValueError, match="navigation mask shape"):
+        _classify(ni, tiny_model, navigation_mask=np.zeros((3, 4), bool))
+    with pytest.raises(ValueError, match="excludes every pattern"):
+        _classify(ni, tiny_model, navigation_mask=np.ones((3, 3), bool))
+    with pytest.raises(ValueError, match="boolean"):
+        _classify(ni, tiny_model, navigation_mask=np.zeros((3, 3)))
+    with pytest.raises(kikuchipy_cnn.UnknownModelError, match="Registered models"):
+        _classify(ni, "nope")
+    with pytest.raises(ValueError, match="min_score"):
+        _classify(ni, tiny_model, min_score=2)
+    with pytest.raises(ValueError, match="Static background shape"):
+        _classify(ni, tiny_model, static_background=np.ones((5, 5)))
+    s3 = kp.signals.EBSD(np.zeros((2, 2, 2, 10, 10)))
+    with pytest.raises(ValueError, match="navigation dimensions"):
+        _classify(s3, tiny_model)
+
+
+def test_method_is_attached_and_not_overwriting(monkeypatch):
+    from kikuchipy.signals import EBSD, LazyEBSD
+
+    from kikuchipy_cnn import _attach
+
+    assert hasattr(EBSD, "classify_structure") and hasattr(LazyEBSD, "classify_structure")
+    assert EBSD.classify_structure.__doc__ == kikuchipy_cnn.classify_structure.__doc__
+    sentinel = lambda self: "theirs"  # noqa: E731
+    monkeypatch.setattr(EBSD, "classify_structure", sentinel)
+    with pytest.warns(UserWarning, match="does not overwrite"):
+        _attach.attach_methods()
+    assert EBSD.classify_structure is sentinel
+
+
+def test_lazy_chunks_stream(tiny_model):
+    """A lazy scan larger than one chunk is classified chunk by chunk."""
+    data = da.random.random((40, 50, 60, 60), chunks=(10, 50, 60, 60)).astype(np.float32)
+    s = kp.signals.LazyEBSD(data)
+    xmap = _classify(s, tiny_model, batch_size=64)
+    assert xmap.size == 2000
+
+
+def test_distributed_matches_in_process(ni, tiny_card_path):
+    distributed = pytest.importorskip("distributed")
+    card = kikuchipy_cnn.ModelCard.from_file(tiny_card_path)
+    x_local = _classify(ni, card)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        x_dist = _classify(ni.as_lazy(), card)
+    np.testing.assert_array_equal(x_local.phase_id, x_dist.phase_id)
+    np.testing.assert_allclose(x_local.scores, x_dist.scores, rtol=1e-6)
