@@ -12,6 +12,7 @@ from kikuchipy_cnn.classify import classify_structure
 from kikuchipy_cnn.crystal_map import labels, probabilities
 from kikuchipy_cnn.hookspecs import hookimpl
 from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
+from kikuchipy_cnn.saliency import get_saliency
 from kikuchipy_cnn.registry import (
     DEFAULT_MODEL,
     UnknownModelError,
@@ -37,6 +38,7 @@ __all__ = [
     "WeightsError",
     "classify_structure",
     "get_model",
+    "get_saliency",
     "hookimpl",
     "labels",
     "list_models",

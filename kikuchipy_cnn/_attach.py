@@ -19,13 +19,14 @@ def _method(func):
 
 
 def attach_methods():
-    """Add ``classify_structure`` to :class:`kikuchipy.signals.EBSD`, unless
+    """Add ``classify_structure`` and ``get_saliency`` to :class:`kikuchipy.signals.EBSD`, unless
     an attribute of that name that is not ours already exists."""
     from kikuchipy.signals import EBSD
 
     from kikuchipy_cnn.classify import classify_structure
+    from kikuchipy_cnn.saliency import get_saliency
 
-    for func in (classify_structure,):
+    for func in (classify_structure, get_saliency):
         name = func.__name__
         existing = getattr(EBSD, name, None)
         if existing is not None and not getattr(existing, _MARK, False):

@@ -27,9 +27,8 @@ def map_patterns(
     out_shape: tuple[int, ...],
     navigation_mask: np.ndarray | None,
     chunk_patterns: int,
-    show_progressbar: bool,
     **kwargs,
-) -> np.ndarray:
+) -> da.Array:
     """Apply ``func(patterns, excluded, **kwargs)`` to all patterns.
 
     Parameters
@@ -49,13 +48,12 @@ def map_patterns(
         Boolean array of ``nav_shape``, True for excluded patterns.
     chunk_patterns
         Minimum number of patterns per chunk (e.g. the inference batch size).
-    show_progressbar
-        Whether to show dask's progress bar.
 
     Returns
     -------
     out
-        Array of shape ``(nav_size,) + out_shape``, computed.
+        Lazy array of shape ``(nav_size,) + out_shape``; compute it with
+        :func:`compute`.
     """
     sig_shape = data.shape[len(nav_shape) :]
     n = int(np.prod(nav_shape)) if nav_shape else 1
@@ -81,13 +79,18 @@ def map_patterns(
         dtype=np.float32,
         meta=np.empty((0,) * (1 + len(out_shape)), dtype=np.float32),
     )
+    return out
+
+
+def compute(arr: da.Array, show_progressbar: bool) -> np.ndarray:
+    """Compute a lazy array, optionally with dask's progress bar."""
     with dask.config.set({"array.slicing.split_large_chunks": False}):
         if show_progressbar:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar():
-                return out.compute()
-        return out.compute()
+                return arr.compute()
+        return arr.compute()
 
 
 def _apply(patterns, excluded, block_func, block_kwargs):

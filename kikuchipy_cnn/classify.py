@@ -14,7 +14,7 @@ from kikuchipy_cnn.crystal_map import build_crystal_map
 from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.preprocessing import preprocess
 from kikuchipy_cnn.registry import get_model
-from kikuchipy_cnn._chunks import map_patterns
+from kikuchipy_cnn._chunks import compute, map_patterns
 
 __all__ = ["classify_structure"]
 
@@ -153,6 +153,24 @@ def static_background_of(signal, static_background) -> np.ndarray | None:
     return bg
 
 
+def _prepare(signal, model, navigation_mask, batch_size, providers, static_background,
+             show_progressbar):
+    """Validation and set-up shared by classification and saliency."""
+    validate_signal(signal)
+    nav_shape, step_sizes, scan_unit = _navigation(signal)
+    mask = validate_mask(navigation_mask, nav_shape)
+    card = resolve_model(model)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size}")
+    bg = static_background_of(signal, static_background)
+    if show_progressbar is None:
+        from hyperspy.defaults_parser import preferences
+
+        show_progressbar = preferences.General.show_progressbar
+    session = get_session(card, providers)  # fail early, before any chunk runs
+    return nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session
+
+
 def classify_structure(
     signal,
     model: str | ModelCard | None = None,
@@ -163,7 +181,8 @@ def classify_structure(
     static_background: np.ndarray | str | None = "auto",
     show_progressbar: bool | None = None,
     verbose: int = 1,
-) -> CrystalMap:
+    return_saliency: bool = False,
+) -> CrystalMap | tuple[CrystalMap, "EBSDSaliency"]:
     r"""Classify the crystal structure of every pattern with a CNN.
 
     Each pattern gets probabilities of the joint classes
@@ -202,6 +221,9 @@ def classify_structure(
     verbose
         Print information (model, provider, speed) if 1 (default); nothing
         if 0.
+    return_saliency
+        Whether to also return class-activation heatmaps of the predicted
+        classes (see :func:`~kikuchipy_cnn.get_saliency`).
 
     Returns
     -------
@@ -215,6 +237,8 @@ def classify_structure(
         :func:`~kikuchipy_cnn.probabilities`). Masked and unusable (NaN,
         infinite or constant) patterns have ``phase_id = -1`` and NaN
         properties.
+    saliency
+        Heatmaps, returned if ``return_saliency=True``.
 
     See Also
     --------
@@ -229,23 +253,14 @@ def classify_structure(
     >>> xmap.phases_in_data.names
     ['cF m-3m']
     """
-    validate_signal(signal)
-    nav_shape, step_sizes, scan_unit = _navigation(signal)
-    mask = validate_mask(navigation_mask, nav_shape)
-    card = resolve_model(model)
+    if min_score is not None and not 0 <= float(min_score) <= 1:
+        raise ValueError(f"min_score must be in [0, 1], not {min_score}")
+    nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session = _prepare(
+        signal, model, navigation_mask, batch_size, providers, static_background,
+        show_progressbar,
+    )
     if min_score is None:
         min_score = card.min_score
-    if not 0 <= float(min_score) <= 1:
-        raise ValueError(f"min_score must be in [0, 1], not {min_score}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, not {batch_size}")
-    bg = static_background_of(signal, static_background)
-    if show_progressbar is None:
-        from hyperspy.defaults_parser import preferences
-
-        show_progressbar = preferences.General.show_progressbar
-
-    session = get_session(card, providers)  # fail early, before any chunk runs
     n = int(np.prod(nav_shape)) if nav_shape else 1
     n_used = n - (int(mask.sum()) if mask is not None else 0)
     if verbose:
@@ -256,19 +271,19 @@ def classify_structure(
             f"Classifying {n_used} pattern(s)"
         )
     t0 = time.perf_counter()
-    out = map_patterns(
+    lazy_out = map_patterns(
         signal.data,
         nav_shape,
         _classify_chunk,
         (len(card.classes) + 1,),
         mask,
         batch_size,
-        show_progressbar,
         card_path=str(card.path),
         providers=tuple(session.providers),
         batch_size=int(batch_size),
         static_background=bg,
     )
+    out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
     probs, unusable = out[:, :-1], out[:, -1] == 1
     n_bad = int(unusable.sum())
@@ -282,6 +297,16 @@ def classify_structure(
     classified = np.isfinite(probs).all(axis=1)
     if verbose:
         print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
-    return build_crystal_map(
+    xmap = build_crystal_map(
         probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask
     )
+    if return_saliency:
+        from kikuchipy_cnn.saliency import get_saliency
+
+        saliency = get_saliency(
+            signal, model=card, navigation_mask=navigation_mask, batch_size=batch_size,
+            providers=providers, static_background=static_background,
+            show_progressbar=show_progressbar,
+        )
+        return xmap, saliency
+    return xmap

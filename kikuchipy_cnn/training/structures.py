@@ -61,6 +61,13 @@ MAX_VOLUME = 1500.0  # Å^3
 
 SPLITS = ("train", "val", "test")
 
+# Space groups whose lowest-multiplicity orbits all have higher symmetry
+_NEEDS_LARGE_ORBIT = (202, 203)
+
+
+def _max_atoms(sg: int) -> int:
+    return 64 if sg in _NEEDS_LARGE_ORBIT else MAX_ATOMS
+
 
 def space_groups_of_class(joint_class: str) -> list[int]:
     """Return the space group numbers of one joint class."""
@@ -143,8 +150,13 @@ def _random_composition(sg: int, rng) -> tuple[list[str], list[int]]:
     species = list(rng.choice(ELEMENTS, size=n_species, replace=False))
     # small cells favoured: choose one or two orbits per species
     counts = []
-    budget = MAX_ATOMS
-    for _ in species:
+    budget = _max_atoms(sg)
+    if sg in _NEEDS_LARGE_ORBIT:
+        # Fm-3 / Fd-3: only an orbit of 48 atoms keeps the symmetry below m-3m
+        counts.append(48)
+        budget -= 48
+        mults = [m for m in mults if m <= 8]
+    for _ in species[len(counts):]:
         n_orbits = int(rng.choice([1, 1, 1, 2]))
         n = 0
         for _ in range(n_orbits):
@@ -251,14 +263,14 @@ def random_structure(
     if dataset is None:
         return None
     s_lat, s_pos, s_num = std
-    if not 1 <= len(s_num) <= MAX_ATOMS:
+    number = int(dataset.number)
+    if not 1 <= len(s_num) <= _max_atoms(number):
         return None
     params = _cell_parameters(s_lat)
     if min(params[:3]) < MIN_LENGTH or max(params[:3]) > MAX_LENGTH:
         return None
     if abs(np.linalg.det(s_lat)) > MAX_VOLUME:
         return None
-    number = int(dataset.number)
     symbols = [_ALL[n - 3] for n in s_num]
     atoms = [[e, [round(float(v), 6) for v in np.mod(p, 1)]] for e, p in zip(symbols, s_pos)]
     return {

@@ -163,8 +163,8 @@ def synthetic_batch(n: int, rng: np.random.Generator, size: int = 64, n_classes:
 def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | None = None):
     """Return ``batch(step) -> (x, y)``: a deterministic function of the step.
 
-    Expensive state (master patterns, file handles) is created lazily, once per
-    process, so that the sampler can run in forked workers.
+    Master patterns are loaded once, here (forked workers share them); HDF5
+    handles are opened lazily in each process.
     """
     source = spec.get("source", "engine")
     state: dict = {}
@@ -203,11 +203,20 @@ def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | N
         load = _import(spec["load_masters"])
         make = _import(spec["make_batch"])
         kwargs = dict(spec.get("make_batch_kwargs") or {})
+        # Loaded here, before any worker forks, so workers share the memory
+        masters = load(**dict(spec.get("masters_kwargs") or {}))
 
         def batch(step: int):
-            if "masters" not in state:
-                state["masters"] = load(**dict(spec.get("masters_kwargs") or {}))
-            out = make(state["masters"], batch_size, np.random.default_rng([seed, step]), **kwargs)
+            out = make(masters, batch_size, np.random.default_rng([seed, step]), **kwargs)
+            meta = out[2] if len(out) > 2 else None
+            if preprocessing is not None and isinstance(meta, dict) and "preprocessing" in meta:
+                used = Preprocessing.from_dict(dict(meta["preprocessing"])).to_dict()
+                want = Preprocessing.from_dict(dict(preprocessing)).to_dict()
+                if used != want:
+                    raise ValueError(
+                        f"The data engine preprocessed with {used}, but the configuration "
+                        f"says {want}: set 'preprocessing' to what the engine uses"
+                    )
             return out[0], out[1]
 
         return batch
@@ -225,7 +234,9 @@ def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | N
     raise ValueError(f"Unknown batch source {source!r}")
 
 
-def _producer(batch_fn, start, stride, stop, q, stop_event):
+def _producer(batch_fn, start, stride, stop, q, stop_event, is_process=False):
+    if is_process:  # Ctrl-C is the trainer's to handle (it checkpoints)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     step = start
     while step < stop and not stop_event.is_set():
         try:
@@ -269,7 +280,10 @@ class BatchStream:
         else:
             raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
         for w in range(self.workers):
-            p = make(target=_producer, args=(batch_fn, start + w, self.workers, stop, self._q, self._stop))
+            p = make(
+                target=_producer,
+                args=(batch_fn, start + w, self.workers, stop, self._q, self._stop, worker_type == "process"),
+            )
             p.start()
             self._procs.append(p)
 
@@ -279,11 +293,20 @@ class BatchStream:
         if self.workers <= 0:
             out = self.batch_fn(self.step)
         else:
+            t0 = time.monotonic()
             while self.step not in self._buffer:
                 try:
-                    s, x, y = self._q.get(timeout=600)
+                    s, x, y = self._q.get(timeout=1.0)
                 except queue.Empty:
-                    raise RuntimeError("No batch from the data workers for 10 minutes") from None
+                    # A worker that was killed (exit code != 0), or all gone
+                    failed = [p for p in self._procs if not p.is_alive() and getattr(p, "exitcode", 0)]
+                    gone = all(not p.is_alive() for p in self._procs) and self._q.empty()
+                    if failed or gone:
+                        code = getattr(failed[0], "exitcode", None) if failed else None
+                        raise RuntimeError(f"Data workers stopped early (exit code {code})") from None
+                    if time.monotonic() - t0 > 1800:
+                        raise RuntimeError("No batch from the data workers for 30 minutes") from None
+                    continue
                 if y is None:
                     raise RuntimeError(f"Data worker failed at step {s}") from x
                 self._buffer[s] = (x, y)

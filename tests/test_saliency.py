@@ -1,0 +1,101 @@
+import hyperspy.api as hs
+import kikuchipy as kp
+import matplotlib
+import numpy as np
+import pytest
+
+import kikuchipy_cnn
+from kikuchipy_cnn.signals import EBSDSaliency, LazyEBSDSaliency
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def ni():
+    return kp.data.nickel_ebsd_small()
+
+
+def test_cam_eager_and_lazy(ni, tiny_model):
+    sal = ni.get_saliency(model=tiny_model, show_progressbar=False)
+    assert isinstance(sal, EBSDSaliency)
+    assert sal.axes_manager.navigation_shape == (3, 3)
+    assert sal.axes_manager.signal_shape == (60, 60)
+    assert sal.axes_manager.navigation_axes[0].scale == ni.axes_manager.navigation_axes[0].scale
+    assert sal.data.min() >= 0 and np.allclose(sal.data.max(axis=(2, 3)), 1)
+    md = sal.metadata.Saliency
+    assert (md.model, md.method, md.target) == (tiny_model, "cam", "predicted")
+    lazy = ni.as_lazy().get_saliency(model=tiny_model)
+    assert isinstance(lazy, LazyEBSDSaliency)
+    lazy.compute()
+    np.testing.assert_allclose(lazy.data, sal.data, atol=1e-5)
+
+
+def test_signal_type_registered_with_hyperspy(ni, tiny_model):
+    s = hs.signals.Signal2D(np.zeros((2, 10, 10)))
+    s.set_signal_type("EBSDSaliency")
+    assert isinstance(s, EBSDSaliency)
+    # Never a second "EBSD" type
+    e = hs.signals.Signal2D(np.zeros((2, 10, 10)))
+    e.set_signal_type("EBSD")
+    assert type(e) is kp.signals.EBSD
+
+
+def test_target_class_and_predicted_match_cam(ni, tiny_model):
+    xmap = ni.classify_structure(model=tiny_model, min_score=0, verbose=0, show_progressbar=False)
+    pred = xmap.phases[int(xmap.phase_id[0])].name
+    a = ni.get_saliency(model=tiny_model, target=pred, show_progressbar=False)
+    b = ni.get_saliency(model=tiny_model, show_progressbar=False)
+    np.testing.assert_allclose(a.data[0, 0], b.data[0, 0], atol=1e-6)
+    xmap2, sal = ni.classify_structure(model=tiny_model, return_saliency=True, verbose=0,
+                                       show_progressbar=False)
+    np.testing.assert_allclose(sal.data, b.data, atol=1e-6)
+
+
+def test_occlusion(tiny_model):
+    rng = np.random.default_rng(0)
+    s = kp.signals.EBSD(rng.random((2, 48, 64)).astype(np.float32))
+    sal = s.get_saliency(model=tiny_model, method="occlusion", target="cF m-3m",
+                         show_progressbar=False)
+    assert sal.data.shape == (2, 48, 64)
+    # Outside the centred 48 x 48 square the model sees nothing
+    assert (sal.data[:, :, :8] == 0).all() and (sal.data[:, :, -8:] == 0).all()
+    assert (sal.data <= 1).all() and (sal.data >= 0).all()
+
+
+def test_bad_saliency_input(ni, tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="Unknown saliency method"):
+        ni.get_saliency(model=tiny_model, method="gradcam++")
+    with pytest.raises(ValueError, match="Unknown target"):
+        ni.get_saliency(model=tiny_model, target="cF 6/mmm")
+    with pytest.raises(ValueError, match="navigation mask shape"):
+        ni.get_saliency(model=tiny_model, navigation_mask=np.zeros((2, 2), bool))
+    with pytest.raises(TypeError, match="EBSD"):
+        kikuchipy_cnn.get_saliency(np.zeros((60, 60)), model=tiny_model)
+
+
+def test_model_without_cam_supports_occlusion_only(tmp_path, register_plugin):
+    from conftest import make_model_dir
+
+    card = make_model_dir(tmp_path / "nocam", name="no-cam", with_cam=False)
+    register_plugin([card], name="nocam-plugin")
+    s = kp.signals.EBSD(np.random.default_rng(0).random((1, 60, 60)))
+    with pytest.raises(ValueError, match="does not support saliency method 'cam'"):
+        s.get_saliency(model="no-cam")
+    sal = s.get_saliency(model="no-cam", method="occlusion", show_progressbar=False)
+    assert sal.data.shape == (1, 60, 60)
+
+
+def test_plot_overlay_saves_png(ni, tiny_model, tmp_path):
+    import matplotlib.pyplot as plt
+
+    sal = ni.get_saliency(model=tiny_model, show_progressbar=False)
+    image = sal.plot_overlay(ni, alpha=0.5)
+    np.testing.assert_allclose(image.get_array(), sal.data[0, 0])
+    ni.axes_manager.indices = (2, 1)
+    np.testing.assert_allclose(image.get_array(), sal.data[1, 2])
+    path = tmp_path / "overlay.png"
+    image.axes.figure.savefig(path)
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="same shape"):
+        sal.plot_overlay(ni.inav[:2])
+    plt.close("all")
