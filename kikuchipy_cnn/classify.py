@@ -182,6 +182,7 @@ def classify_structure(
     show_progressbar: bool | None = None,
     verbose: int = 1,
     return_saliency: bool = False,
+    phase_list: "PhaseList | None" = None,
 ) -> CrystalMap | tuple[CrystalMap, "EBSDSaliency"]:
     r"""Classify the crystal structure of every pattern with a CNN.
 
@@ -224,6 +225,13 @@ def classify_structure(
     return_saliency
         Whether to also return class-activation heatmaps of the predicted
         classes (see :func:`~kikuchipy_cnn.get_saliency`).
+    phase_list
+        Candidate phases, if known (e.g. from CIF files with
+        :meth:`orix.crystal_map.Phase.from_cif`). Each is mapped to its
+        joint class through its space group; scores are then over the
+        candidates' classes (renormalised) and the map uses these phases
+        and ids, ready for kikuchipy's indexing. Candidates of the same
+        class cannot be told apart: a warning names them.
 
     Returns
     -------
@@ -261,6 +269,10 @@ def classify_structure(
     )
     if min_score is None:
         min_score = card.min_score
+    if phase_list is not None:
+        from kikuchipy_cnn.crystal_map import candidate_columns
+
+        candidate_columns(phase_list, card.classes)  # validate before the work
     n = int(np.prod(nav_shape)) if nav_shape else 1
     n_used = n - (int(mask.sum()) if mask is not None else 0)
     if verbose:
@@ -298,7 +310,8 @@ def classify_structure(
     if verbose:
         print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
     xmap = build_crystal_map(
-        probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask
+        probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask,
+        phase_list,
     )
     if return_saliency:
         from kikuchipy_cnn.saliency import get_saliency

@@ -54,22 +54,34 @@ def build_crystal_map(
     scan_unit: str,
     min_score: float,
     navigation_mask: np.ndarray | None,
+    phase_list: PhaseList | None = None,
 ) -> CrystalMap:
     """Build the phase map from per-pattern joint class probabilities.
 
     ``probs`` is ``(n, n_classes)`` with NaN rows where ``classified`` is
-    False (masked or unusable patterns).
+    False (masked or unusable patterns). With candidate phases
+    (``phase_list``), the scores are over the candidates' classes,
+    renormalised, and the map uses the candidates' phases and ids.
     """
     n = probs.shape[0]
     classes = card.classes
-    order = np.argsort(np.nan_to_num(probs, nan=-1), axis=1)
+    if phase_list is None:
+        phases = phase_list_from_card(card)
+        ids = np.array(phases.ids)
+        restricted = probs
+    else:
+        phases = phase_list.deepcopy()
+        ids, columns = candidate_columns(phase_list, classes)
+        restricted = probs[:, columns]
+        restricted = restricted / restricted.sum(axis=1, keepdims=True)
+    order = np.argsort(np.nan_to_num(restricted, nan=-1), axis=1)
     top1 = order[:, -1]
-    score = np.take_along_axis(probs, top1[:, None], axis=1)[:, 0]
-    if probs.shape[1] > 1:
-        second = np.take_along_axis(probs, order[:, -2:-1], axis=1)[:, 0]
+    score = np.take_along_axis(restricted, top1[:, None], axis=1)[:, 0]
+    if restricted.shape[1] > 1:
+        second = np.take_along_axis(restricted, order[:, -2:-1], axis=1)[:, 0]
     else:
         second = np.zeros(n, dtype=probs.dtype)
-    phase_id = np.where(classified & (score >= min_score), top1, -1).astype(int)
+    phase_id = np.where(classified & (score >= min_score), ids[top1], -1).astype(int)
     prop = {"scores": score, "margin": score - second}
     for level in LEVELS:
         prop[f"{level}_score"] = np.nanmax(
@@ -89,7 +101,6 @@ def build_crystal_map(
     kw = {}
     if navigation_mask is not None:
         kw["is_in_data"] = ~np.asarray(navigation_mask).ravel()
-    phases = phase_list_from_card(card)
     xmap = CrystalMap(
         rotations=Rotation.identity((n,)),
         phase_id=phase_id,
@@ -100,10 +111,58 @@ def build_crystal_map(
         **kw,
     )
     # orix drops the phases absent from the data; keep every class
-    if -1 in xmap.phases.ids:
+    if -1 in xmap.phases.ids and -1 not in phases.ids:
         phases.add_not_indexed()
     xmap.phases = phases
     return xmap
+
+
+def candidate_columns(
+    phase_list: PhaseList, classes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map candidate phases to the model's classes through their space
+    groups.
+
+    Returns the candidates' phase ids and, for each, the column of its class
+    in the model output. Candidates sharing a class cannot be told apart by
+    the classifier: a warning names them, and the first listed takes the
+    class.
+    """
+    import warnings
+
+    from kikuchipy_cnn.symmetry import space_group_class
+
+    ids, columns, owner = [], [], {}
+    for pid, phase in phase_list:
+        if pid == -1:
+            continue
+        if phase.space_group is None:
+            raise ValueError(
+                f"Candidate phase {phase.name!r} has no space group; set it, e.g. "
+                "Phase(name=..., space_group=225), or read it with Phase.from_cif()"
+            )
+        label = space_group_class(phase.space_group.number).joint_class
+        if label not in classes:
+            raise ValueError(
+                f"Candidate phase {phase.name!r} is of class {label!r}, which the "
+                f"model does not know; its classes are {list(classes)}"
+            )
+        if label in owner:
+            warnings.warn(
+                f"Candidate phases {owner[label]!r} and {phase.name!r} are both "
+                f"{label!r}: the classifier cannot tell them apart, so patterns of "
+                f"that class are assigned to {owner[label]!r}. Index with both "
+                "phases to separate them",
+                UserWarning,
+                stacklevel=4,
+            )
+            continue
+        owner[label] = phase.name
+        ids.append(pid)
+        columns.append(classes.index(label))
+    if not ids:
+        raise ValueError("The candidate phase list is empty")
+    return np.array(ids), np.array(columns)
 
 
 def _classes_of(xmap: CrystalMap) -> tuple[str, ...]:

@@ -169,3 +169,35 @@ def test_distributed_matches_in_process(ni, tiny_card_path):
         x_dist = _classify(ni.as_lazy(), card)
     np.testing.assert_array_equal(x_local.phase_id, x_dist.phase_id)
     np.testing.assert_allclose(x_local.scores, x_dist.scores, rtol=1e-6)
+
+
+def test_candidate_phases(ni, tiny_model):
+    from orix.crystal_map import Phase, PhaseList
+
+    pl = PhaseList(
+        phases=[Phase(name="ni", space_group=225, color="lime"),
+                Phase(name="fe", space_group=229, color="red")],
+        ids=[3, 7],
+    )
+    xmap = _classify(ni, tiny_model, phase_list=pl, min_score=0)
+    assert set(xmap.phase_id) <= {3, 7}
+    assert xmap.phases[3].name == "ni" and xmap.phases[3].color == "lime"
+    assert xmap.phases[7].space_group.number == 229
+    probs, names = probabilities(xmap)
+    p = probs[:, [names.index("cF m-3m"), names.index("cI m-3m")]]
+    p = p / p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(xmap.scores, p.max(axis=1), rtol=1e-5)
+    expect = np.where(p[:, 0] >= p[:, 1], 3, 7)
+    np.testing.assert_array_equal(xmap.phase_id, expect)
+
+
+def test_candidate_phases_in_one_class_and_bad(ni, tiny_model):
+    from orix.crystal_map import Phase, PhaseList
+
+    pl = PhaseList(phases=[Phase(name="al", space_group=225), Phase(name="cu", space_group=225),
+                           Phase(name="fe", space_group=229)])
+    with pytest.warns(UserWarning, match="cannot tell them apart"):
+        xmap = _classify(ni, tiny_model, phase_list=pl, min_score=0)
+    assert 1 not in xmap.phase_id
+    with pytest.raises(ValueError, match="no space group"):
+        _classify(ni, tiny_model, phase_list=PhaseList(Phase(name="x", point_group="m-3m")))
