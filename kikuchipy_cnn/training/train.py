@@ -237,8 +237,6 @@ def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | N
 def _producer(batch_fn, start, stride, stop, q, stop_event, is_process=False):
     if is_process:  # Ctrl-C is the trainer's to handle (it checkpoints)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # Exit without waiting for the trainer to take unread batches
-        q.cancel_join_thread()
     step = start
     while step < stop and not stop_event.is_set():
         try:
@@ -323,15 +321,19 @@ class BatchStream:
         if not self._procs:
             return
         self._stop.set()
-        try:  # unblock producers waiting on a full queue
-            while True:
-                self._q.get_nowait()
-        except (queue.Empty, OSError, ValueError):
-            pass
+        # Keep reading while producers finish their batch and flush what they
+        # have queued (a process cannot exit before its queue is flushed)
+        deadline = time.monotonic() + 120
+        while any(p.is_alive() for p in self._procs) and time.monotonic() < deadline:
+            try:
+                self._q.get(timeout=0.2)
+            except queue.Empty:
+                pass
         for p in self._procs:
-            p.join(timeout=5)
+            p.join(timeout=1)
             if hasattr(p, "terminate") and p.is_alive():
                 p.terminate()
+                p.join(timeout=5)
         self._procs = []
 
 

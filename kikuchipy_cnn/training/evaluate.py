@@ -1,0 +1,246 @@
+"""Evaluate a registered model, per level (crystal system, Bravais lattice,
+Laue class, joint class): top-1 accuracy, confusion matrix, expected
+calibration error and accuracy vs coverage as ``min_score`` rises, on
+
+a. held-out simulated structures (test split, never seen in training);
+b. every pattern in ``../shared/data`` (``cases.tsv``), classified through
+   ``classify_structure()`` from the raw files;
+c. kikuchipy's 9 experimental Ni patterns, raw;
+d. kikuchipy's EMsoft dynamical Ni master pattern projected at random
+   orientations, pattern centres, detector sizes (60-240 px) and noise
+   levels.
+
+Run::
+
+    python -m kikuchipy_cnn.training.evaluate --model kcnn-resnet-s \\
+        --out models/kcnn-resnet-s/evaluation.md
+
+It writes a Markdown report and, beside it, the same numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info, level_names, marginalise
+from kikuchipy_cnn.training.calibrate import expected_calibration_error
+
+LEVELS = ("crystal_system", "bravais_lattice", "laue_class", "joint")
+THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
+
+
+def level_probabilities(probs: np.ndarray, classes, level: str) -> np.ndarray:
+    return probs if level == "joint" else marginalise(probs, classes, level)
+
+
+def level_index(joint_labels, level: str) -> np.ndarray:
+    names = JOINT_CLASSES if level == "joint" else level_names(level)
+    key = None if level == "joint" else level
+    return np.array(
+        [names.index(j if key is None else joint_class_info(j)[key]) for j in joint_labels]
+    )
+
+
+def metrics(probs: np.ndarray, joint_labels, classes=JOINT_CLASSES) -> dict:
+    """Per-level metrics of joint-class probabilities against joint labels."""
+    out = {"n": int(len(joint_labels))}
+    for level in LEVELS:
+        p = level_probabilities(probs, classes, level)
+        y = level_index(joint_labels, level)
+        pred = p.argmax(axis=1)
+        conf = p.max(axis=1)
+        names = JOINT_CLASSES if level == "joint" else level_names(level)
+        cm = np.zeros((len(names), len(names)), dtype=int)
+        np.add.at(cm, (y, pred), 1)
+        coverage = []
+        for t in THRESHOLDS:
+            keep = conf >= t
+            coverage.append(
+                {
+                    "min_score": t,
+                    "coverage": float(keep.mean()),
+                    "accuracy": float((pred[keep] == y[keep]).mean()) if keep.any() else None,
+                }
+            )
+        out[level] = {
+            "accuracy": float((pred == y).mean()),
+            "ece": float(expected_calibration_error(p, y)),
+            "confusion": cm.tolist(),
+            "names": list(names),
+            "coverage": coverage,
+        }
+    return out
+
+
+def _classify(signal, model):
+    import kikuchipy_cnn  # noqa: F401
+
+    xmap = signal.classify_structure(model=model, min_score=0, verbose=0, show_progressbar=False)
+    probs, classes = kikuchipy_cnn.probabilities(xmap)
+    assert classes == JOINT_CLASSES
+    return probs
+
+
+def eval_shared(model, data_dir=None) -> tuple[dict, list]:
+    from kikuchipy_cnn.training.real_data import load_cases
+
+    probs, labels, rows = [], [], []
+    for case in load_cases(data_dir):
+        p = _classify(case.signal, model)
+        for pi in p:
+            probs.append(pi)
+            labels.append(case.joint_class)
+            j = JOINT_CLASSES[int(np.argmax(pi))]
+            rows.append(
+                (case.path.name, case.kind, case.joint_class, j, float(pi.max()),
+                 joint_class_info(j)["bravais_lattice"] == case.bravais_lattice,
+                 joint_class_info(j)["crystal_system"] == case.crystal_system)
+            )
+    return metrics(np.array(probs), labels), rows
+
+
+def eval_nickel_raw(model) -> tuple[dict, list]:
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    p = _classify(s, model)
+    rows = [(f"ni[{i // 3},{i % 3}]", "exp", "cF m-3m", JOINT_CLASSES[int(np.argmax(pi))],
+             float(pi.max()), None, None) for i, pi in enumerate(p)]
+    return metrics(p, ["cF m-3m"] * len(p)), rows
+
+
+def dynamical_nickel_patterns(n: int = 600, seed: int = 0):
+    """EMsoft Ni master pattern projected at random orientations, PCs,
+    detector sizes 60-240 px and noise levels; yields EBSD signals."""
+    import kikuchipy as kp
+    from orix.quaternion import Rotation
+
+    rng = np.random.default_rng(seed)
+    mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="both")
+    sizes = (60, 80, 120, 160, 240)
+    per = int(np.ceil(n / (len(sizes) * 3)))
+    for size in sizes:
+        for noise in ("none", "moderate", "strong"):
+            pc = (rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.55), rng.uniform(0.5, 0.7))
+            det = kp.detectors.EBSDDetector(
+                shape=(size, size), pc=pc, sample_tilt=rng.uniform(68, 72),
+                tilt=rng.uniform(0, 8),
+            )
+            rot = Rotation.random(per)
+            s = mp.get_patterns(rot, det, energy=20, compute=True, show_progressbar=False, dtype_out=np.float32)
+            data = s.data.astype(np.float64)
+            data = (data - data.min()) / (data.max() - data.min())
+            if noise != "none":
+                counts = 200 if noise == "moderate" else 30
+                data = rng.poisson(data * counts + 1.0).astype(np.float32)
+            yield f"{size}px/{noise}", kp.signals.EBSD(data.astype(np.float32))
+
+
+def eval_dynamical_nickel(model, n=600) -> tuple[dict, list]:
+    probs, rows = [], []
+    for name, s in dynamical_nickel_patterns(n):
+        p = _classify(s, model)
+        probs.append(p)
+        acc = float((p.argmax(axis=1) == JOINT_CLASSES.index("cF m-3m")).mean())
+        rows.append((name, "dyn", "cF m-3m", f"{acc:.3f} correct", float(p.max(axis=1).mean()),
+                     None, None))
+    p = np.concatenate(probs)
+    return metrics(p, ["cF m-3m"] * len(p)), rows
+
+
+def eval_simulated_test(model, n=4000, seed=123) -> dict:
+    """Held-out simulated structures (test split) from the data engine."""
+    import kikuchipy as kp
+
+    from kikuchipy_cnn.training import projection
+
+    masters = projection.MasterPatternSet.load_split("test")
+    rng = np.random.default_rng(seed)
+    probs, labels = [], []
+    for _ in range(int(np.ceil(n / 500))):
+        raw, y, _ = projection.make_raw_batch(masters, 500, rng)
+        for pats, yy in zip(raw, y):
+            p = _classify(kp.signals.EBSD(pats[None]), model)
+            probs.append(p)
+            labels.append(JOINT_CLASSES[yy])
+    return metrics(np.concatenate(probs), labels)
+
+
+def _fmt_level_table(results: dict) -> list[str]:
+    lines = ["| data | n | crystal system | Bravais lattice | Laue class | joint | ECE (joint) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        lines.append(
+            f"| {name} | {m['n']} | " + " | ".join(f"{m[l]['accuracy']:.3f}" for l in LEVELS)
+            + f" | {m['joint']['ece']:.3f} |"
+        )
+    return lines
+
+
+def _fmt_confusion(m: dict, level: str) -> list[str]:
+    names = m[level]["names"]
+    cm = np.array(m[level]["confusion"])
+    used = np.flatnonzero(cm.sum(axis=0) + cm.sum(axis=1))
+    lines = ["| true \\ predicted | " + " | ".join(names[i] for i in used) + " |",
+             "|---" * (len(used) + 1) + "|"]
+    for i in used:
+        if cm[i].sum():
+            lines.append(f"| {names[i]} | " + " | ".join(str(cm[i, j]) for j in used) + " |")
+    return lines
+
+
+def write_report(results: dict, rows: dict, out: Path, model: str, seconds: float):
+    lines = [f"# Evaluation of `{model}`", "",
+             f"Produced by `python -m kikuchipy_cnn.training.evaluate --model {model}` "
+             f"in {seconds:.0f} s.", "", "## Top-1 accuracy per level", ""]
+    lines += _fmt_level_table(results)
+    for name, m in results.items():
+        lines += ["", f"## {name}", "", "Accuracy vs coverage (joint class):", "",
+                  "| min_score | coverage | accuracy |", "|---|---|---|"]
+        for c in m["joint"]["coverage"]:
+            acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"
+            lines.append(f"| {c['min_score']} | {c['coverage']:.3f} | {acc} |")
+        for level in ("bravais_lattice", "joint"):
+            lines += ["", f"Confusion matrix ({level.replace('_', ' ')}):", ""]
+            lines += _fmt_confusion(m, level)
+        if name in rows:
+            lines += ["", "| pattern | kind | true | predicted | score | lattice ok | system ok |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in rows[name]:
+                lines.append("| " + " | ".join("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r) + " |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
+    parser.add_argument("--n-dynamical", type=int, default=600)
+    parser.add_argument("--n-simulated", type=int, default=4000)
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    results, rows = {}, {}
+    if "a" in args.parts:
+        results["a. held-out simulated structures"] = eval_simulated_test(args.model, args.n_simulated)
+    if "b" in args.parts:
+        results["b. ../shared/data"], rows["b. ../shared/data"] = eval_shared(args.model)
+    if "c" in args.parts:
+        results["c. kikuchipy Ni, 9 raw"], rows["c. kikuchipy Ni, 9 raw"] = eval_nickel_raw(args.model)
+    if "d" in args.parts:
+        key = "d. dynamical Ni projections"
+        results[key], rows[key] = eval_dynamical_nickel(args.model, args.n_dynamical)
+    write_report(results, rows, args.out, args.model or "default", time.time() - t0)
+    for line in _fmt_level_table(results):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
