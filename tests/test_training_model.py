@@ -258,3 +258,24 @@ def test_export_roundtrip(trained_run, tmp_path):
     with torch.no_grad():
         ref = torch.softmax(model(torch.from_numpy(x[:3])) / T, 1).numpy()
     np.testing.assert_allclose(p, ref, atol=1e-4)
+
+
+def test_headline_numbers_from_evaluate_json(tmp_path):
+    from kikuchipy_cnn.training.export import headline_numbers
+
+    lv = {"accuracy": 0.91234, "ece": 0.05, "confusion": [[1]], "names": ["x"]}
+    ev = {"a. held-out": {"n": 10, "crystal_system": lv, "bravais_lattice": lv, "laue_class": lv, "joint": lv}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(ev))
+    (tmp_path / "evaluation.md").write_text("# report\n")
+    h = headline_numbers(tmp_path / "evaluation.json")
+    assert h["a. held-out"] == {
+        "n": 10, "accuracy_crystal_system": 0.9123, "accuracy_bravais_lattice": 0.9123,
+        "accuracy_laue_class": 0.9123, "accuracy_joint": 0.9123, "ece_joint": 0.05,
+    }
+    assert h["report"] == "evaluation.md"
+
+
+def test_dotted_import():
+    from kikuchipy_cnn.training.train import _import
+
+    assert _import("kikuchipy_cnn.training.model:ModelConfig.from_dict")({}) == ModelConfig()

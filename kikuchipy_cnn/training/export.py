@@ -3,7 +3,7 @@
 Usage::
 
     python -m kikuchipy_cnn.training.export --run-dir runs/NAME --out models/NAME/ \\
-        [--evaluation report.json] [--temperature T] [--benchmark]
+        [--evaluation models/NAME/evaluation.json] [--temperature T] [--benchmark]
 
 Writes ``model.onnx`` (opset 17, TorchScript exporter, dynamic batch axis;
 input ``patterns``; outputs ``probabilities`` = softmax(logits / T) with T in
@@ -145,6 +145,35 @@ def _test_patterns(run_dir: Path, recipe: Preprocessing, n: int = 8) -> np.ndarr
     return preprocess(raw, recipe)[0]
 
 
+def headline_numbers(path: str | Path) -> dict:
+    """Card ``evaluation`` from a JSON file.
+
+    The JSON of ``kikuchipy_cnn.training.evaluate`` (``{data set: {level:
+    {"accuracy", "ece", "confusion", ...}}}``) is reduced to the top-1
+    accuracy per level and the joint ECE per data set, plus ``report``: the
+    Markdown report beside it. Any other JSON object is taken as it is.
+    """
+    path = Path(path)
+    ev = json.loads(path.read_text())
+    if not isinstance(ev, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    levels = ("crystal_system", "bravais_lattice", "laue_class", "joint")
+    if ev and all(
+        isinstance(v, dict) and all(isinstance(v.get(lv), dict) for lv in levels) for v in ev.values()
+    ):
+        out = {}
+        for name, m in ev.items():
+            out[name] = {"n": m.get("n")}
+            out[name].update({f"accuracy_{lv}": round(float(m[lv]["accuracy"]), 4) for lv in levels})
+            if "ece" in m["joint"]:
+                out[name]["ece_joint"] = round(float(m["joint"]["ece"]), 4)
+        report = path.with_suffix(".md")
+        if report.is_file():
+            out["report"] = report.name
+        return out
+    return ev
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -153,6 +182,7 @@ def export_run(
     evaluation: dict | str | Path | None = None,
     temperature: float | None = None,
     description: str | None = None,
+    license: str = "GPL-3.0-or-later",
 ) -> dict:
     """Export a run to ``out`` and return a summary (diffs, size, sha256)."""
     run_dir, out = Path(run_dir), Path(out)
@@ -197,7 +227,7 @@ def export_run(
         shutil.copyfile(cfg_src, out / "training_config.yaml")
 
     if isinstance(evaluation, (str, Path)):
-        evaluation = json.loads(Path(evaluation).read_text())
+        evaluation = headline_numbers(evaluation)
     if evaluation is None and cal is not None:
         c = cal["calibrated"]
         evaluation = {
@@ -224,10 +254,10 @@ def export_run(
             "degradation; probabilities are temperature-calibrated on a validation "
             "split of structures disjoint from the training structures."
         ),
-        "license": "BSD-3-Clause",
-        "citation": "kikuchipy-cnn contributors. kikuchipy-cnn: crystal symmetry "
-        "classification of EBSD patterns. https://github.com/pyxem/kikuchipy",
-        "authors": ["kikuchipy-cnn contributors"],
+        "license": license,
+        "citation": "kikuchipy-cnn developers. kikuchipy-cnn: crystal symmetry "
+        f"classification of EBSD Kikuchi patterns with CNNs trained on simulations, model {name} {version}.",
+        "authors": ["kikuchipy-cnn developers"],
         "weights": {"file": "model.onnx", "sha256": _sha256(onnx_path)},
         "input": {
             "name": "patterns",
@@ -273,13 +303,14 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="models/<name>/")
     ap.add_argument("--name", default=None, help="registry name (default: the out dir's name)")
     ap.add_argument("--version", default="0.1.0")
+    ap.add_argument("--license", default="GPL-3.0-or-later", help="licence of the weights")
     ap.add_argument("--evaluation", default=None, help="JSON file of headline numbers for the card")
     ap.add_argument("--temperature", type=float, default=None, help="override the fitted temperature")
     ap.add_argument("--benchmark", action="store_true", help="print ONNX Runtime CPU patterns/s")
     a = ap.parse_args(argv)
     summary = export_run(
         a.run_dir, a.out, name=a.name, version=a.version, evaluation=a.evaluation,
-        temperature=a.temperature,
+        temperature=a.temperature, license=a.license,
     )
     print(json.dumps(summary, indent=2))
     if a.benchmark:

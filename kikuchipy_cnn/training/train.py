@@ -18,9 +18,11 @@ on the validation split).
 Batch sources (``data.train.source`` / ``data.val.source``):
 
 ``engine``
-    The simulated-data engine: ``masters = load_masters(**masters_kwargs)``
-    once, then ``make_batch(masters, n, rng, **make_batch_kwargs)`` →
-    ``(x, y, meta)``. Both are given as ``"module:function"`` strings.
+    The simulated-data engine: ``masters = load_masters(*masters_args,
+    **masters_kwargs)`` once (default
+    ``projection.MasterPatternSet.load_split("train")``), then
+    ``make_batch(masters, n, rng, **make_batch_kwargs)`` →
+    ``(x, y, meta)``. Both are given as ``"module:attribute"`` strings.
 ``callable``
     Any ``"module:function"`` ``fn(n, rng, **kwargs)`` returning ``(x, y)`` or
     ``(x, y, meta)``.
@@ -80,9 +82,10 @@ DEFAULT_CONFIG: dict = {
         "batch_size": 128,
         "train": {
             "source": "engine",
-            "load_masters": "kikuchipy_cnn.training.dataset:load_masters",
+            "load_masters": "kikuchipy_cnn.training.projection:MasterPatternSet.load_split",
             "make_batch": "kikuchipy_cnn.training.dataset:make_batch",
-            "masters_kwargs": {"split": "train"},
+            "masters_args": ["train"],
+            "masters_kwargs": {},
             "make_batch_kwargs": {},
             "workers": 1,  # background producers; 0 = in the training loop
             "worker_type": "process",  # or "thread"
@@ -90,9 +93,10 @@ DEFAULT_CONFIG: dict = {
         },
         "val": {
             "source": "engine",
-            "load_masters": "kikuchipy_cnn.training.dataset:load_masters",
+            "load_masters": "kikuchipy_cnn.training.projection:MasterPatternSet.load_split",
             "make_batch": "kikuchipy_cnn.training.dataset:make_batch",
-            "masters_kwargs": {"split": "val"},
+            "masters_args": ["val"],
+            "masters_kwargs": {},
             "make_batch_kwargs": {},
             "n": 2048,
             "seed": 12345,
@@ -143,7 +147,10 @@ def _import(ref):
     module, _, name = str(ref).partition(":")
     if not name:
         raise ValueError(f"Expected 'module:function', got {ref!r}")
-    return getattr(importlib.import_module(module), name)
+    obj = importlib.import_module(module)
+    for part in name.split("."):  # "module:Class.classmethod" works too
+        obj = getattr(obj, part)
+    return obj
 
 
 # ---------------------------------------------------------------- sources
@@ -204,7 +211,7 @@ def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | N
         make = _import(spec["make_batch"])
         kwargs = dict(spec.get("make_batch_kwargs") or {})
         # Loaded here, before any worker forks, so workers share the memory
-        masters = load(**dict(spec.get("masters_kwargs") or {}))
+        masters = load(*list(spec.get("masters_args") or []), **dict(spec.get("masters_kwargs") or {}))
 
         def batch(step: int):
             out = make(masters, batch_size, np.random.default_rng([seed, step]), **kwargs)
