@@ -279,3 +279,9 @@ def test_dotted_import():
     from kikuchipy_cnn.training.train import _import
 
     assert _import("kikuchipy_cnn.training.model:ModelConfig.from_dict")({}) == ModelConfig()
+
+
+def test_resume_refuses_changed_schedule(trained_run):
+    split = trained_run[1]
+    with pytest.raises(ValueError, match="steps"):
+        train(_config(steps=40), split, resume=True)

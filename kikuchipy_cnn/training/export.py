@@ -145,6 +145,16 @@ def _test_patterns(run_dir: Path, recipe: Preprocessing, n: int = 8) -> np.ndarr
     return preprocess(raw, recipe)[0]
 
 
+def _source_summary(spec: dict) -> dict:
+    keep = {
+        "engine": ("source", "load_masters", "make_batch", "masters_args", "masters_kwargs", "make_batch_kwargs"),
+        "callable": ("source", "fn", "kwargs"),
+        "hdf5": ("source", "path"),
+        "synthetic": ("source",),
+    }.get(spec.get("source"), tuple(spec))
+    return {k: spec[k] for k in (*keep, "n", "seed") if k in spec}
+
+
 def headline_numbers(path: str | Path) -> dict:
     """Card ``evaluation`` from a JSON file.
 
@@ -273,8 +283,8 @@ def export_run(
         "min_score": 0.5,
         "test": {"input": "test_input.npy", "output": "test_output.npy", "tolerance": TOLERANCE},
         "training_data": {
-            "train": {k: v for k, v in data.get("train", {}).items() if k not in ("workers", "worker_type", "prefetch")},
-            "validation": data.get("val", {}),
+            "train": _source_summary(data.get("train", {})),
+            "validation": _source_summary(data.get("val", {})),
             "steps": cfg.get("steps"),
             "batch_size": data.get("batch_size"),
             "seed": cfg.get("seed"),

@@ -98,18 +98,26 @@ def _cartesian_operations(structure: dict, crystal, symprec: float = 1e-3):
     return np.array([A @ w @ Ainv for w in W])
 
 
-def fold_space_group(structure: dict, crystal=None, tol: float = 1e-4) -> int:
+def fold_space_group(
+    structure: dict, crystal=None, friedel: bool = True, tol: float = 1e-4
+) -> int:
     """Return the space group number whose orix point group de-ebsd may use to
     fold the beam directions of this structure.
 
     It is the representative space group of the largest point group whose
     every operation (in orix's fixed orientation) is an operation of the
-    crystal in de-ebsd's Cartesian frame. 1 means no folding.
+    crystal in de-ebsd's Cartesian frame. 1 means no folding. With
+    ``friedel``, inversion is added to the crystal's operations (fold with
+    the Laue group): dynamical master patterns of non-centrosymmetric
+    crystals break Friedel's law only weakly, and the labels are Laue classes;
+    it halves the cost of non-centrosymmetric structures.
     """
     from orix.quaternion.symmetry import get_point_group
 
     crystal = crystal if crystal is not None else crystal_from_structure(structure)
     ops = _cartesian_operations(structure, crystal)
+    if friedel:
+        ops = np.unique(np.round(np.concatenate([ops, -ops]), 8), axis=0)
     best, best_order = 1, 1
     for sg in _POINT_GROUP_REPRESENTATIVES:
         pg = get_point_group(sg)
@@ -217,6 +225,32 @@ def interleaved_order(structures: list[dict]) -> list[dict]:
     return out
 
 
+def cell_volume(structure: dict) -> float:
+    """Conventional cell volume in nm^3."""
+    a, b, c, al, be, ga = structure["lattice"]
+    ca, cb, cg = np.cos(np.deg2rad([al, be, ga]))
+    return a * b * c * np.sqrt(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg) / 1000
+
+
+def choose_resolution(
+    structure: dict, npx: int, dmin_range, rng, max_reflections: int = 1500
+) -> tuple[float, int]:
+    """Return (dmin in nm, npx) for a structure, bounding the cost.
+
+    The number of reflections within 1/dmin is about
+    ``4 pi / 3 V / dmin^3``; dmin is raised until it is at most
+    ``max_reflections`` (big cells still have many bands: their reciprocal
+    lattice is dense). Low Laue symmetry folds less, so it gets a coarser
+    Lambert grid.
+    """
+    v = cell_volume(structure)
+    dmin = float(rng.uniform(*dmin_range))
+    dmin = max(dmin, (4 * np.pi / 3 * v / max_reflections) ** (1 / 3))
+    laue = space_group_class(structure["space_group"]).laue_class
+    scale = {"-1": 0.6, "2/m": 0.7, "mmm": 0.8, "-3": 0.7, "4/m": 0.8}.get(laue, 1.0)
+    return dmin, int(round(npx * scale))
+
+
 def master_path(out_dir, structure: dict) -> Path:
     """Path of a structure's cached master pattern."""
     return Path(out_dir) / structure["split"] / f"{structure['id']}.npz"
@@ -293,15 +327,11 @@ def run(
             break
         rng = np.random.default_rng([*s["seed"], 7])
         energy = float(rng.uniform(*energy_range))
-        dmin = float(rng.uniform(*dmin_range))
-        # bigger cells: coarser dmin bound keeps the cost capped
-        volume_nm3 = np.prod(s["lattice"][:3]) / 1000
-        if volume_nm3 > 0.4:
-            dmin = max(dmin, 0.065)
+        dmin, npx_s = choose_resolution(s, npx, dmin_range, rng)
         t0 = time.time()
         try:
             data, info = simulate_master_pattern(
-                s, energy_kev=energy, npx=npx, dmin=dmin, n_electrons=n_electrons,
+                s, energy_kev=energy, npx=npx_s, dmin=dmin, n_electrons=n_electrons,
                 seed=int(rng.integers(2**31)),
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001
@@ -325,7 +355,7 @@ def run(
             "n_atoms": s["n_atoms"],
             "lattice": s["lattice"],
             "energy_kev": energy,
-            "npx": npx,
+            "npx": npx_s,
             "dmin_nm": dmin,
             "n_electrons": n_electrons,
             "sample_tilt": 70.0,

@@ -486,6 +486,15 @@ def train(
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"No checkpoint to resume in {run_dir}")
         cfg = load_config(config) if config is not None else load_config(run_dir / "config.yaml")
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["config"]
+        for key in ("seed", "steps", "model", "optim", "preprocessing"):
+            if cfg.get(key) != saved.get(key):
+                raise ValueError(
+                    f"Cannot resume exactly: {key!r} is {cfg.get(key)!r} now but was "
+                    f"{saved.get(key)!r}; resume without --config or start a new run"
+                )
+        if cfg["data"]["batch_size"] != saved["data"]["batch_size"]:
+            raise ValueError("Cannot resume exactly: data.batch_size changed")
     else:
         if ckpt_path.exists():
             raise FileExistsError(f"{ckpt_path} exists: pass --resume or choose a new run dir")
@@ -537,6 +546,10 @@ def train(
         worker_type=tspec.get("worker_type", "process"),
         prefetch=int(tspec.get("prefetch", 4)),
     )
+    mcfg = ModelConfig.from_dict(cfg["model"])
+    in_shape, n_classes = (1, mcfg.in_size, mcfg.in_size), mcfg.n_classes
+    if mcfg.in_size != int(cfg["preprocessing"]["size"]):
+        raise ValueError("model.in_size differs from preprocessing.size")
     criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg["optim"]["label_smoothing"]))
     grad_clip = cfg["optim"].get("grad_clip")
 
@@ -588,6 +601,11 @@ def train(
             t0 = time.perf_counter()
             x, y = next(stream)
             wait += time.perf_counter() - t0
+            if x.ndim != 4 or x.shape[1:] != in_shape or len(y) != len(x) or y.min() < 0 or y.max() >= n_classes:
+                raise ValueError(
+                    f"Batch of step {step} has x {x.shape} and y in [{y.min()}, {y.max()}]; "
+                    f"expected x (n, {', '.join(map(str, in_shape))}) and y in [0, {n_classes - 1}]"
+                )
             xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(y)
             loss = criterion(model(xb), yb)
