@@ -153,22 +153,31 @@ def eval_dynamical_nickel(model, n=600) -> tuple[dict, list]:
     return metrics(p, ["cF m-3m"] * len(p)), rows
 
 
-def eval_simulated_test(model, n=4000, seed=123) -> dict:
-    """Held-out simulated structures (test split) from the data engine."""
-    import kikuchipy as kp
+def eval_simulated_test(model, n=4000, seed=123, directory=None) -> dict:
+    """Held-out simulated structures (test split, never seen in training),
+    degraded and preprocessed by the data engine exactly as in training."""
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.engine import get_session
+    from kikuchipy_cnn.training.projection import MasterSet
+    from kikuchipy_cnn.training.realism import make_batch
+    from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE as DEFAULT_MASTERS
 
-    from kikuchipy_cnn.training import projection
-
-    masters = projection.MasterPatternSet.load_split("test")
+    card = resolve_model(model)
+    masters = MasterSet(directory or DEFAULT_MASTERS, "test")
+    if len(masters) == 0:
+        raise FileNotFoundError("No test-split master patterns are cached")
     rng = np.random.default_rng(seed)
+    session = get_session(card)
     probs, labels = [], []
-    for _ in range(int(np.ceil(n / 500))):
-        raw, y, _ = projection.make_raw_batch(masters, 500, rng)
-        for pats, yy in zip(raw, y):
-            p = _classify(kp.signals.EBSD(pats[None]), model)
-            probs.append(p)
-            labels.append(JOINT_CLASSES[yy])
-    return metrics(np.concatenate(probs), labels)
+    for start in range(0, n, 256):
+        x, y, meta = make_batch(masters, min(256, n - start), rng, card.preprocessing)
+        ok = np.asarray(meta["valid"])
+        probs.append(session.run(x[ok])["probabilities"])
+        labels += [JOINT_CLASSES[i] for i in y[ok]]
+    m = metrics(np.concatenate(probs), labels)
+    m["structures"] = len(masters)
+    m["classes_present"] = int(len(np.unique(masters.labels)))
+    return m
 
 
 def _fmt_level_table(results: dict) -> list[str]:

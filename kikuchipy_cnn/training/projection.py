@@ -28,7 +28,7 @@ __all__ = [
 #: Patterns are rendered at most this many pixels along the shorter side;
 #: bigger detectors are rendered coarser with the same geometry, and the
 #: realism parameters are scaled to the native pixel size (see realism.py)
-MAX_RENDER = 128
+MAX_RENDER = 96
 
 
 @dataclass(frozen=True)

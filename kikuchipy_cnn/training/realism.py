@@ -44,48 +44,59 @@ def random_realism(rng: np.random.Generator) -> dict:
 
 
 def degrade(
-    pattern: np.ndarray, params: dict, rng: np.random.Generator, binning: float = 1.0
+    patterns: np.ndarray, params: list, rng: np.random.Generator, binning: float = 1.0
 ) -> np.ndarray:
-    """Degrade one clean pattern (rows, cols), float, mean about 1.
+    """Degrade clean patterns (n, rows, cols) of one detector, float, each
+    with its own parameters from :func:`random_realism`.
 
     ``binning`` is the number of native detector pixels per rendered pixel
     along one axis: blur is divided by it and counts are multiplied by its
     square, so a coarse rendering has the noise of the native detector after
     binning.
     """
-    rows, cols = pattern.shape
-    p = np.clip(pattern / max(float(pattern.mean()), 1e-12), 0, None)
-    p = p ** params["gamma"]
-    if params["blur"] > 0.05:
-        p = gaussian_filter(p, params["blur"] / binning, mode="nearest")
-    p = p / max(float(p.mean()), 1e-12)
-    # smooth background: wide Gaussian + gradient (+ vignetting)
-    y = (np.arange(rows) - (rows - 1) / 2) / max(rows, cols)
-    x = (np.arange(cols) - (cols - 1) / 2) / max(rows, cols)
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    cy, cx = params["bg_center"]
-    s = params["bg_sigma"]
-    bg = params["bg_floor"] + np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
-    gx, gy = params["bg_gradient"]
-    bg = bg * np.clip(1 + gx * xx + gy * yy, 0.1, None)
+    patterns = np.asarray(patterns, dtype=np.float32)
+    if patterns.ndim == 2:
+        patterns = patterns[None]
+    if isinstance(params, dict):
+        params = [params]
+    n, rows, cols = patterns.shape
+    col = lambda key: np.array([p[key] for p in params], np.float32)[:, None, None]  # noqa: E731
+    p = np.clip(patterns, 0, None)
+    p /= np.maximum(p.mean(axis=(1, 2), keepdims=True), 1e-12)
+    p **= col("gamma")
+    for i, prm in enumerate(params):
+        if prm["blur"] / binning > 0.2:
+            p[i] = gaussian_filter(p[i], prm["blur"] / binning, mode="nearest", truncate=3.0)
+    p /= np.maximum(p.mean(axis=(1, 2), keepdims=True), 1e-12)
+    # smooth background: wide Gaussian + gradient + vignetting
+    y = ((np.arange(rows) - (rows - 1) / 2) / max(rows, cols)).astype(np.float32)
+    x = ((np.arange(cols) - (cols - 1) / 2) / max(rows, cols)).astype(np.float32)
+    yy, xx = y[None, :, None], x[None, None, :]
+    cx = np.array([q["bg_center"][0] for q in params], np.float32)[:, None, None]
+    cy = np.array([q["bg_center"][1] for q in params], np.float32)[:, None, None]
+    gx = np.array([q["bg_gradient"][0] for q in params], np.float32)[:, None, None]
+    gy = np.array([q["bg_gradient"][1] for q in params], np.float32)[:, None, None]
+    s = col("bg_sigma")
+    bg = col("bg_floor") + np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s**2))
+    bg *= np.clip(1 + gx * xx + gy * yy, 0.1, None)
     r2 = xx**2 + yy**2
-    bg = bg * (1 - params["vignetting"] * r2 / 0.5)
-    bg = np.clip(bg, 1e-3, None)
-    bg /= bg.max()
+    bg *= 1 - col("vignetting") * r2 / 0.5
+    np.clip(bg, 1e-3, None, out=bg)
+    bg /= bg.max(axis=(1, 2), keepdims=True)
     # Kikuchi contrast laid multiplicatively on the background
-    img = bg * (1 + params["contrast"] * (p - 1))
-    img = np.clip(img, 0, None)
+    img = np.clip(bg * (1 + col("contrast") * (p - 1)), 0, None)
     # Poisson noise at the native counts, summed over binned pixels
-    lam = img * params["counts"] * binning**2
-    img = rng.poisson(lam).astype(np.float32) / (params["counts"] * binning**2)
-    img += rng.normal(0, params["read_noise"], img.shape).astype(np.float32)
-    for key, value in (("hot_pixels", 1.0), ("dead_pixels", 0.0)):
-        k = params[key]
-        if k:
-            img[rng.integers(0, rows, k), rng.integers(0, cols, k)] = value
-    if params["circular_mask"]:
-        outside = r2 > params["mask_radius"] ** 2 * (min(rows, cols) / max(rows, cols)) ** 2
-        img[outside] = 0
+    counts = col("counts") * binning**2
+    img = rng.poisson(img * counts).astype(np.float32) / counts
+    img += rng.standard_normal(img.shape, dtype=np.float32) * col("read_noise")
+    for i, prm in enumerate(params):
+        for key, value in (("hot_pixels", 1.0), ("dead_pixels", 0.0)):
+            k = prm[key]
+            if k:
+                img[i, rng.integers(0, rows, k), rng.integers(0, cols, k)] = value
+        if prm["circular_mask"]:
+            rmax = prm["mask_radius"] * min(rows, cols) / max(rows, cols)
+            img[i][(r2 > rmax**2)[0]] = 0
     return img
 
 
@@ -137,13 +148,13 @@ def make_batch(
         geom = random_geometry(rng)
         shape = geom.render_shape
         dc = detector_directions(geom, shape)
-        raw = np.empty((stop - start, *shape), dtype=np.float32)
+        clean = np.empty((stop - start, *shape), dtype=np.float32)
         for i in range(start, stop):
-            clean = project(masters.masters[idx[i]], quats[i : i + 1], dc, shape)[0]
-            params = random_realism(rng)
-            raw[i - start] = degrade(clean, params, rng, binning=geom.binning)
-            realism.append(params)
-            geoms.append(geom.to_dict())
+            clean[i - start] = project(masters.masters[idx[i]], quats[i : i + 1], dc, shape)[0]
+        params = [random_realism(rng) for _ in range(stop - start)]
+        raw = degrade(clean, params, rng, binning=geom.binning)
+        realism.extend(params)
+        geoms.extend([geom.to_dict()] * (stop - start))
         x, valid = _preprocessing.preprocess(raw, recipe)
         xs.append((x, valid))
         if return_raw:

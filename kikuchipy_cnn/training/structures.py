@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import signal
 import sys
 import time
@@ -232,7 +233,12 @@ def random_structure(
     params = _random_lattice(space_group, sum(counts), rng)
     ltype = Group(space_group).lattice_type
     try:
-        lattice = Lattice.from_para(*params, ltype=ltype)
+        state = int(rng.integers(2**31))
+        # the lattice draws the random positions: seed it too
+        lattice = Lattice.from_para(*params, ltype=ltype, random_state=state)
+        # pyxtal also draws from the global generators
+        random.seed(state)
+        np.random.seed(state)
         xtal = pyxtal()
         with warnings.catch_warnings(), _time_limit(timeout):
             warnings.simplefilter("ignore")
@@ -243,7 +249,7 @@ def random_structure(
                 counts,
                 lattice=lattice,
                 tm=Tol_matrix(prototype="atomic", factor=0.6),
-                seed=int(rng.integers(2**31)),
+                random_state=state,
                 max_count=5,
             )
         if not xtal.valid:
@@ -289,6 +295,7 @@ def generate_structures(
     fractions: tuple = (0.8, 0.1, 0.1),
     max_tries: int = 200_000,
     verbose: bool = False,
+    classes: tuple | None = None,
 ) -> list[dict]:
     """Generate a class-balanced list of random structures.
 
@@ -305,6 +312,8 @@ def generate_structures(
         Upper limit on generation attempts.
     verbose
         Print progress.
+    classes
+        Joint classes to generate (default: all 23).
 
     Returns
     -------
@@ -312,12 +321,13 @@ def generate_structures(
         List of structure dictionaries (see :func:`random_structure`) with
         ``id``, ``split`` and ``seed`` added.
     """
-    groups = {jc: space_groups_of_class(jc) for jc in JOINT_CLASSES}
-    by_class = {jc: [] for jc in JOINT_CLASSES}
+    classes = tuple(classes or JOINT_CLASSES)
+    groups = {jc: space_groups_of_class(jc) for jc in classes}
+    by_class = {jc: [] for jc in classes}
     seen = set()
     tries = 0
     while tries < max_tries:
-        missing = [jc for jc in JOINT_CLASSES if len(by_class[jc]) < per_class]
+        missing = [jc for jc in classes if len(by_class[jc]) < per_class]
         if not missing:
             break
         for jc in missing:
@@ -328,7 +338,7 @@ def generate_structures(
             if s is None:
                 continue
             key = json.dumps([s["lattice"], s["atoms"]])
-            if key in seen or len(by_class[s["joint_class"]]) >= per_class:
+            if key in seen or len(by_class.get(s["joint_class"], [None] * per_class)) >= per_class:
                 continue
             seen.add(key)
             s["seed"] = [seed, tries]
@@ -340,7 +350,7 @@ def generate_structures(
                 file=sys.stderr,
             )
     structures = []
-    for jc in JOINT_CLASSES:
+    for jc in classes:
         items = by_class[jc]
         n = len(items)
         n_val = max(1 if n >= 3 else 0, int(round(fractions[1] * n)))

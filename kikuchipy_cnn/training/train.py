@@ -19,10 +19,12 @@ Batch sources (``data.train.source`` / ``data.val.source``):
 
 ``engine``
     The simulated-data engine: ``masters = load_masters(*masters_args,
-    **masters_kwargs)`` once (default
-    ``projection.MasterPatternSet.load_split("train")``), then
-    ``make_batch(masters, n, rng, **make_batch_kwargs)`` →
-    ``(x, y, meta)``. Both are given as ``"module:attribute"`` strings.
+    **masters_kwargs)`` once (default :func:`load_master_set`: the cached
+    master patterns of one split), then ``make_batch(masters, n, rng,
+    **make_batch_kwargs)`` → ``(x, y, meta)`` (default
+    :func:`engine_make_batch`); a ``make_batch`` with a ``recipe`` parameter
+    gets the configured :class:`Preprocessing`. Patterns flagged invalid in
+    ``meta["valid"]`` are dropped. Both are given as ``"module:attribute"`` strings.
 ``callable``
     Any ``"module:function"`` ``fn(n, rng, **kwargs)`` returning ``(x, y)`` or
     ``(x, y, meta)``.
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -69,7 +72,7 @@ from kikuchipy_cnn.training.calibrate import (
 )
 from kikuchipy_cnn.training.model import ModelConfig, build_model, count_parameters
 
-__all__ = ["DEFAULT_CONFIG", "evaluate", "load_config", "train"]
+__all__ = ["DEFAULT_CONFIG", "engine_make_batch", "evaluate", "load_config", "load_master_set", "train"]
 
 log = logging.getLogger("kikuchipy_cnn.training")
 
@@ -82,10 +85,10 @@ DEFAULT_CONFIG: dict = {
         "batch_size": 128,
         "train": {
             "source": "engine",
-            "load_masters": "kikuchipy_cnn.training.projection:MasterPatternSet.load_split",
-            "make_batch": "kikuchipy_cnn.training.dataset:make_batch",
-            "masters_args": ["train"],
-            "masters_kwargs": {},
+            "load_masters": "kikuchipy_cnn.training.train:load_master_set",
+            "make_batch": "kikuchipy_cnn.training.train:engine_make_batch",
+            "masters_args": [],
+            "masters_kwargs": {"split": "train"},  # and directory, limit
             "make_batch_kwargs": {},
             "workers": 1,  # background producers; 0 = in the training loop
             "worker_type": "process",  # or "thread"
@@ -93,10 +96,10 @@ DEFAULT_CONFIG: dict = {
         },
         "val": {
             "source": "engine",
-            "load_masters": "kikuchipy_cnn.training.projection:MasterPatternSet.load_split",
-            "make_batch": "kikuchipy_cnn.training.dataset:make_batch",
-            "masters_args": ["val"],
-            "masters_kwargs": {},
+            "load_masters": "kikuchipy_cnn.training.train:load_master_set",
+            "make_batch": "kikuchipy_cnn.training.train:engine_make_batch",
+            "masters_args": [],
+            "masters_kwargs": {"split": "val"},  # and directory, limit
             "make_batch_kwargs": {},
             "n": 2048,
             "seed": 12345,
@@ -154,6 +157,29 @@ def _import(ref):
 
 
 # ---------------------------------------------------------------- sources
+def load_master_set(split: str = "train", directory=None, limit: int | None = None):
+    """Cached master patterns of one split (``projection.MasterSet``), by
+    default from ``master_patterns.DEFAULT_CACHE``."""
+    from kikuchipy_cnn.training import master_patterns, projection
+
+    directory = Path(directory) if directory else Path(master_patterns.DEFAULT_CACHE)
+    masters = projection.MasterSet(directory, split, limit=limit)
+    if len(masters) == 0:
+        raise FileNotFoundError(f"No cached master patterns in {directory / split}")
+    log.info("Loaded %d %s master patterns from %s", len(masters), split, directory)
+    return masters
+
+
+def engine_make_batch(masters, n, rng, recipe=None, **kwargs):
+    """The data engine's ``make_batch`` (``dataset.make_batch`` where it
+    exists, else ``realism.make_batch``)."""
+    try:
+        from kikuchipy_cnn.training.dataset import make_batch
+    except ImportError:
+        from kikuchipy_cnn.training.realism import make_batch
+    return make_batch(masters, n, rng, recipe=recipe, **kwargs)
+
+
 def synthetic_batch(n: int, rng: np.random.Generator, size: int = 64, n_classes: int = len(JOINT_CLASSES)):
     """Noisy stripe patterns whose orientation encodes the class (dev/tests)."""
     y = rng.integers(0, n_classes, n)
@@ -210,12 +236,22 @@ def make_sampler(spec: dict, batch_size: int, seed: int, preprocessing: dict | N
         load = _import(spec["load_masters"])
         make = _import(spec["make_batch"])
         kwargs = dict(spec.get("make_batch_kwargs") or {})
+        try:
+            takes_recipe = "recipe" in inspect.signature(make).parameters
+        except (TypeError, ValueError):
+            takes_recipe = False
+        if takes_recipe and preprocessing is not None and "recipe" not in kwargs:
+            kwargs["recipe"] = Preprocessing.from_dict(dict(preprocessing))
         # Loaded here, before any worker forks, so workers share the memory
         masters = load(*list(spec.get("masters_args") or []), **dict(spec.get("masters_kwargs") or {}))
 
         def batch(step: int):
             out = make(masters, batch_size, np.random.default_rng([seed, step]), **kwargs)
             meta = out[2] if len(out) > 2 else None
+            if isinstance(meta, dict) and meta.get("valid") is not None:
+                valid = np.asarray(meta["valid"], dtype=bool)
+                if not valid.all():
+                    return out[0][valid], out[1][valid]
             if preprocessing is not None and isinstance(meta, dict) and "preprocessing" in meta:
                 used = Preprocessing.from_dict(dict(meta["preprocessing"])).to_dict()
                 want = Preprocessing.from_dict(dict(preprocessing)).to_dict()
