@@ -16,7 +16,7 @@ from kikuchipy_cnn.classify import _card, _prepare
 from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.preprocessing import circular_mask, preprocess, resize
 
-__all__ = ["get_saliency"]
+__all__ = ["get_saliency", "zone_axis_factor"]
 
 METHODS = ("cam", "occlusion")
 
@@ -176,4 +176,50 @@ def get_saliency(
     out.metadata.set_item("Saliency.model_version", card.version)
     out.metadata.set_item("Saliency.method", method)
     out.metadata.set_item("Saliency.target", target)
+    return out
+
+
+def zone_axis_factor(
+    saliency: np.ndarray, zone_axes: list[np.ndarray], radius: float = 3.0
+) -> np.ndarray:
+    """Mean saliency within ``radius`` pixels of the zone axes divided by the
+    mean saliency over the region the model sees, per pattern.
+
+    A factor clearly above 1 means the model looks at the zone axes, as a
+    crystallographer would; about 1 means it looks everywhere alike.
+
+    Parameters
+    ----------
+    saliency
+        Heatmaps ``(n, rows, cols)`` (e.g. ``EBSDSaliency.data`` flattened
+        over the navigation axes).
+    zone_axes
+        Per pattern, an array ``(k, 2)`` of zone-axis pixel coordinates
+        ``(x, y)`` (e.g. from kikuchipy's
+        ``GeometricalKikuchiPatternSimulation.zone_axes_coordinates()``).
+    radius
+        Radius around each zone axis in pixels.
+
+    Returns
+    -------
+    factor
+        Array ``(n,)``; NaN where a pattern has no zone axis in the seen
+        region.
+    """
+    saliency = np.asarray(saliency, dtype=np.float64)
+    n, rows, cols = saliency.shape
+    m = min(rows, cols)
+    r0, c0 = (rows - m) // 2, (cols - m) // 2
+    yy, xx = np.mgrid[:rows, :cols]
+    seen = np.hypot(yy - r0 - (m - 1) / 2, xx - c0 - (m - 1) / 2) <= m / 2
+    out = np.full(n, np.nan)
+    for i in range(n):
+        za = np.asarray(zone_axes[i], dtype=float).reshape(-1, 2)
+        near = np.zeros((rows, cols), bool)
+        for x, y in za:
+            near |= np.hypot(xx - x, yy - y) <= radius
+        near &= seen
+        mean_all = saliency[i][seen].mean()
+        if near.any() and mean_all > 0:
+            out[i] = saliency[i][near].mean() / mean_all
     return out
