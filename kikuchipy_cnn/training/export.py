@@ -17,7 +17,6 @@ the graph, ``features`` (n, C, 8, 8) and ``cam`` (n, 23, 8, 8) whose mean over
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import shutil
@@ -29,24 +28,20 @@ import numpy as np
 import torch
 import yaml
 
+from kikuchipy_cnn.card import sha256_of
+from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
 from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
 from kikuchipy_cnn.training.calibrate import fit_temperature
 from kikuchipy_cnn.training.model import ExportWrapper, build_model, count_parameters
 
-__all__ = ["CLASS_COLOURS", "benchmark_onnx", "export_onnx", "export_run", "load_run_model"]
+__all__ = ["benchmark_onnx", "export_onnx", "export_run", "load_run_model"]
 
 OUTPUT_NAMES = ("probabilities", "features", "cam")
 MAX_BYTES = 20 * 1024 * 1024
 TOLERANCE = 1.0e-4
 
-#: 23 distinct colours (matplotlib tab20 and three of tab20b), in class order
-CLASS_COLOURS = (
-    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
-    "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2",
-    "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5", "#393b79",
-    "#637939", "#843c39",
-)  # fmt: skip
+
 
 LIMITATIONS = [
     "Point groups within one Laue class cannot be distinguished from kinematical "
@@ -125,10 +120,6 @@ def benchmark_onnx(path, batch: int = 256, threads: int = 1, seconds: float = 5.
         sess.run(["probabilities"], {"patterns": x})
         n += batch
     return n / (time.perf_counter() - t0)
-
-
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _test_patterns(run_dir: Path, recipe: Preprocessing, n: int = 8) -> np.ndarray:
@@ -249,8 +240,8 @@ def export_run(
     cfg = ck["config"]
     data = cfg.get("data", {})
     classes = []
-    for label, colour in zip(JOINT_CLASSES, CLASS_COLOURS):
-        classes.append({**joint_class_info(label), "colour": colour})
+    for label in JOINT_CLASSES:
+        classes.append({**joint_class_info(label), "colour": DEFAULT_COLOURS[label]})
     card = {
         "format_version": 1,
         "name": name,
@@ -268,7 +259,7 @@ def export_run(
         "citation": "kikuchipy-cnn developers. kikuchipy-cnn: crystal symmetry "
         f"classification of EBSD Kikuchi patterns with CNNs trained on simulations, model {name} {version}.",
         "authors": ["kikuchipy-cnn developers"],
-        "weights": {"file": "model.onnx", "sha256": _sha256(onnx_path)},
+        "weights": {"file": "model.onnx", "sha256": sha256_of(onnx_path)},
         "input": {
             "name": "patterns",
             "shape": [-1, 1, recipe.size, recipe.size],
