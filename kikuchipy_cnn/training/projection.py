@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import math
+
+import numba as nb
 import numpy as np
 
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
@@ -21,6 +24,7 @@ __all__ = [
     "MasterSet",
     "detector_directions",
     "project",
+    "project_many",
     "random_geometry",
     "random_quaternions",
 ]
@@ -136,6 +140,112 @@ def project(
     return out.reshape((-1, *shape))
 
 
+_SQRT_PI = math.sqrt(math.pi)
+_SQRT_PI_HALF = math.sqrt(math.pi / 2)
+_SQRT_PI_OVER_2 = _SQRT_PI / 2
+_TWO_OVER_SQRT_PI = 2 / _SQRT_PI
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _project_many_kernel(quats, master_index, stack, dc, out):  # pragma: no cover
+    """Fused version of kikuchipy's
+    ``_project_patterns_from_master_pattern_with_fixed_pc`` (rotate the
+    direction cosines, square Lambert projection, bilinear interpolation in
+    the hemisphere the rotated vector points to), one master per
+    orientation, with no temporary arrays. Same arithmetic as kikuchipy."""
+    npy = stack.shape[2]
+    npx = stack.shape[3]
+    scale = (npx - 1) / 2
+    f = scale / _SQRT_PI_HALF
+    m = dc.shape[0]
+    for k in range(quats.shape[0]):
+        a = quats[k, 0]
+        b = quats[k, 1]
+        c = quats[k, 2]
+        d = quats[k, 3]
+        aa = a * a
+        bb = b * b
+        cc = c * c
+        dd = d * d
+        ac = a * c
+        ab = a * b
+        ad = a * d
+        bc = b * c
+        bd = b * d
+        cd = c * d
+        mi = master_index[k]
+        for p in range(m):
+            x = dc[p, 0]
+            y = dc[p, 1]
+            z = dc[p, 2]
+            rx = (aa + bb - cc - dd) * x + 2 * ((ac + bd) * z + (bc - ad) * y)
+            ry = (aa - bb + cc - dd) * y + 2 * ((ad + bc) * x + (cd - ab) * z)
+            rz = (aa - bb - cc + dd) * z + 2 * ((ab + cd) * y + (bd - ac) * x)
+            norm = math.sqrt(rx * rx + ry * ry + rz * rz)
+            wx = rx / norm
+            wy = ry / norm
+            wz = rz / norm
+            abs_z = abs(wz)
+            lx = 0.0
+            ly = 0.0
+            if abs_z != 1:
+                sqrt_z = math.sqrt(2 * (1 - abs_z))
+                if abs(wy) <= abs(wx):
+                    if wx != 0:
+                        sx = 1.0 if wx > 0 else -1.0
+                        lx = sx * sqrt_z * _SQRT_PI_OVER_2
+                        ly = sx * sqrt_z * _TWO_OVER_SQRT_PI * math.atan(wy / wx)
+                else:
+                    sy = 1.0 if wy > 0 else -1.0
+                    lx = sy * sqrt_z * _TWO_OVER_SQRT_PI * math.atan(wx / wy)
+                    ly = sy * sqrt_z * _SQRT_PI_OVER_2
+            i_this = f * ly
+            j_this = f * lx
+            nii = np.int32(i_this + scale)
+            nij = np.int32(j_this + scale)
+            niip = nii + 1
+            nijp = nij + 1
+            if niip >= npx:
+                niip = nii
+            if nijp >= npy:
+                nijp = nij
+            if nii < 0:
+                nii = niip
+            if nij < 0:
+                nij = nijp
+            di = i_this - nii + scale
+            dj = j_this - nij + scale
+            dim = 1 - di
+            djm = 1 - dj
+            h = 0 if rz >= 0 else 1
+            out[k, p] = (
+                stack[mi, h, nii, nij] * dim * djm
+                + stack[mi, h, niip, nij] * di * djm
+                + stack[mi, h, nii, nijp] * dim * dj
+                + stack[mi, h, niip, nijp] * di * dj
+            )
+
+
+def project_many(
+    stack: np.ndarray,
+    master_index: np.ndarray,
+    quaternions: np.ndarray,
+    directions: np.ndarray,
+    shape: tuple,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Project many orientations, each from its own master of a stack of
+    equally sized square Lambert master patterns (n_masters, 2, n, n), onto
+    one detector: the same result as :func:`project` per pattern (float32,
+    ``(len(quaternions), *shape)``), in one fused Numba loop."""
+    q = np.ascontiguousarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    mi = np.ascontiguousarray(master_index, dtype=np.int64).reshape(-1)
+    if out is None:
+        out = np.empty((len(q), int(np.prod(shape))), dtype=np.float32)
+    _project_many_kernel(q, mi, stack, np.ascontiguousarray(directions, dtype=np.float64), out.reshape(len(q), -1))
+    return out.reshape((-1, *shape))
+
+
 class MasterSet:
     """Cached master patterns of one split, all in memory.
 
@@ -185,6 +295,27 @@ class MasterSet:
         obj.meta = meta or [{"id": f"m{i}"} for i in range(len(obj.masters))]
         obj.split = split
         return obj
+
+    def stacks(self) -> dict:
+        """Masters grouped by shape for :func:`project_many`: ``{shape:
+        (stack (k, 2, n, n) float64, position in the stack of every master
+        (-1 if of another shape))}``. Built once; afterwards ``masters``
+        holds views into the stacks (no extra memory)."""
+        cached = getattr(self, "_stacks", None)
+        if cached is not None and cached[0] == len(self.masters):
+            return cached[1]
+        shapes = sorted({m.shape for m in self.masters})
+        stacks = {}
+        for shape in shapes:
+            sel = [i for i, m in enumerate(self.masters) if m.shape == shape]
+            stack = np.ascontiguousarray(np.stack([self.masters[i] for i in sel]), dtype=np.float64)
+            pos = np.full(len(self.masters), -1, dtype=np.int64)
+            pos[sel] = np.arange(len(sel))
+            for j, i in enumerate(sel):
+                self.masters[i] = stack[j]
+            stacks[shape] = (stack, pos)
+        self._stacks = (len(self.masters), stacks)
+        return stacks
 
     def __len__(self) -> int:
         return len(self.masters)
