@@ -11,6 +11,7 @@ from kikuchipy_cnn.card import ModelCard, ModelCardError, WeightsError
 from kikuchipy_cnn.classify import classify_structure
 from kikuchipy_cnn.crystal_map import labels, probabilities
 from kikuchipy_cnn.hookspecs import hookimpl
+from kikuchipy_cnn.indexing import index_phases
 from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.saliency import get_saliency
 from kikuchipy_cnn.registry import (
@@ -40,6 +41,7 @@ __all__ = [
     "get_model",
     "get_saliency",
     "hookimpl",
+    "index_phases",
     "labels",
     "list_models",
     "preprocess",
