@@ -1,0 +1,194 @@
+"""Kinematical master patterns of full P1 cells, computed directly in the
+square Lambert projection: fast (about a second per structure), a complement
+to the dynamical master patterns for breadth over structures.
+
+Structure factors are summed over every atom of the conventional cell (no
+symmetry grouping, so any setting is exact), with Doyle-Turner electron
+scattering factors and Debye-Waller damping exp(-B s^2). Each reflector
+``g`` adds a band of half-width equal to its Bragg angle around its lattice
+plane, with intensity ``|F_g|`` (kikuchipy's ``scaling="linear"``).
+
+    python -m kikuchipy_cnn.training.kinematical --out models/training-data/kinematical
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kikuchipy_cnn.symmetry import JOINT_CLASSES
+from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, save_master
+
+__all__ = ["kinematical_master_pattern", "lambert_directions", "reflectors", "wavelength"]
+
+DEFAULT_OUT = TRAINING_DATA / "kinematical"
+
+
+def wavelength(energy_kev: float) -> float:
+    """Relativistic electron wavelength in Å."""
+    v = energy_kev * 1e3
+    return 12.2643 / np.sqrt(v * (1 + 0.97848e-6 * v))
+
+
+@lru_cache(maxsize=4)
+def lambert_directions(npx: int) -> np.ndarray:
+    """Unit vectors ``(2, n, n, 3)``, n = 2 npx + 1, of the square Lambert
+    grid in the layout kikuchipy projects from: row = Lambert Y, column =
+    Lambert X, north (z >= 0) then south hemisphere."""
+    from kikuchipy.signals.util._master_pattern import _lambert2vector
+
+    n = 2 * npx + 1
+    c = (np.arange(n) - npx) / npx
+    y, x = np.meshgrid(c, c, indexing="ij")
+    v = _lambert2vector(x.ravel().astype(np.float64), y.ravel().astype(np.float64))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    north = v.reshape(n, n, 3)
+    south = north * np.array([1, 1, -1])
+    return np.stack([north, south])
+
+
+def lattice_matrix(a, b, c, alpha, beta, gamma) -> np.ndarray:
+    """Direct lattice vectors as rows (Å), a along x, b in the xy plane."""
+    al, be, ga = np.radians([alpha, beta, gamma])
+    ax = np.array([a, 0, 0])
+    bx = np.array([b * np.cos(ga), b * np.sin(ga), 0])
+    cx = c * np.cos(be)
+    cy = c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
+    cz = np.sqrt(max(c**2 - cx**2 - cy**2, 0.0))
+    return np.array([ax, bx, [cx, cy, cz]])
+
+
+def _scattering_parameters(elements) -> tuple[np.ndarray, np.ndarray]:
+    from diffsims.structure_factor.atomic_scattering_parameters import (
+        get_atomic_scattering_parameters,
+    )
+
+    a, b = zip(*(get_atomic_scattering_parameters(e.capitalize()) for e in elements))
+    return np.array(a), np.array(b)
+
+
+def reflectors(
+    structure: dict, dmin: float = 0.5, min_intensity: float = 0.005,
+    debye_waller: float = 0.5, max_reflectors: int = 2500,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reflectors of a P1 cell: one of each Friedel pair.
+
+    Parameters
+    ----------
+    structure
+        ``{"lattice": [a, b, c, alpha, beta, gamma] (Å, degrees),
+        "atoms": [[element, [x, y, z]], ...]}`` with all atoms of the cell.
+    dmin
+        Smallest d-spacing in Å.
+    min_intensity
+        Keep reflectors with |F|^2 at least this fraction of the strongest.
+    debye_waller
+        Isotropic B in Å^2.
+    max_reflectors
+        Keep at most this many, the strongest.
+
+    Returns
+    -------
+    hkl
+        Integer indices ``(m, 3)``.
+    normals
+        Unit plane normals ``(m, 3)`` in the Cartesian frame of
+        :func:`lattice_matrix`.
+    (d, F)
+        d-spacings (Å) and complex structure factors.
+    """
+    A = lattice_matrix(*structure["lattice"])
+    B = np.linalg.inv(A).T  # reciprocal basis as rows, Å^-1 (no 2 pi)
+    hmax = [int(np.floor(np.linalg.norm(A[i]) / dmin)) for i in range(3)]
+    h, k, l = np.meshgrid(*(np.arange(-m, m + 1) for m in hmax), indexing="ij")
+    hkl = np.stack([h.ravel(), k.ravel(), l.ravel()], axis=1)
+    # One of each Friedel pair (the band of -g equals the band of g)
+    first = np.where(hkl[:, 0] != 0, hkl[:, 0], np.where(hkl[:, 1] != 0, hkl[:, 1], hkl[:, 2]))
+    hkl = hkl[first > 0]
+    g = hkl @ B
+    g_len = np.linalg.norm(g, axis=1)
+    keep = g_len <= 1 / dmin
+    hkl, g, g_len = hkl[keep], g[keep], g_len[keep]
+    elements = [atom[0] for atom in structure["atoms"]]
+    xyz = np.array([atom[1] for atom in structure["atoms"]], dtype=float)
+    a, b = _scattering_parameters(elements)
+    s2 = (g_len / 2) ** 2
+    f = (a[None] * np.exp(-b[None] * s2[:, None, None])).sum(axis=2)  # (m, atoms)
+    phase = np.exp(2j * np.pi * hkl @ xyz.T)
+    F = (f * phase).sum(axis=1) * np.exp(-debye_waller * s2)
+    I = np.abs(F) ** 2
+    keep = I >= min_intensity * I.max()
+    order = np.argsort(I[keep])[::-1][:max_reflectors]
+    idx = np.flatnonzero(keep)[order]
+    return hkl[idx], g[idx] / g_len[idx, None], (1 / g_len[idx], F[idx])
+
+
+def kinematical_master_pattern(
+    structure: dict, energy_kev: float = 20.0, npx: int = 64, dmin: float = 0.5,
+    debye_waller: float = 0.5, chunk: int = 256,
+) -> np.ndarray:
+    """Kinematical master pattern ``(2, 2 npx + 1, 2 npx + 1)`` (north,
+    south) in the square Lambert projection, float32, of a P1 cell."""
+    _, normals, (d, F) = reflectors(structure, dmin=dmin, debye_waller=debye_waller)
+    sin_theta = wavelength(energy_kev) / (2 * d)
+    weight = np.abs(F)
+    v = lambert_directions(npx).reshape(-1, 3)
+    out = np.zeros(v.shape[0], dtype=np.float64)
+    for start in range(0, len(normals), chunk):
+        n_ = normals[start : start + chunk]
+        dots = np.abs(v @ n_.T)
+        out += (dots <= sin_theta[None, start : start + chunk]) @ weight[start : start + chunk]
+    n = 2 * npx + 1
+    return out.reshape(2, n, n).astype(np.float32)
+
+
+def run(structures_file, out_dir=DEFAULT_OUT, npx: int = 64, log=sys.stdout, splits=None):
+    """Compute and save kinematical master patterns of all structures,
+    skipping finished ones."""
+    from kikuchipy_cnn.training.structures import load_structures
+
+    out_dir = Path(out_dir)
+    done = 0
+    t0 = time.time()
+    for s in load_structures(structures_file):
+        if splits and s["split"] not in splits:
+            continue
+        path = out_dir / s["split"] / f"{s['id']}.npz"
+        if path.exists():
+            continue
+        rng = np.random.default_rng([*s["seed"], 11])
+        energy = float(rng.uniform(10, 30))
+        dmin = float(rng.uniform(0.45, 0.6))
+        bdw = float(rng.uniform(0.3, 1.0))
+        t = time.time()
+        data = kinematical_master_pattern(s, energy, npx, dmin, bdw)
+        meta = {
+            "id": s["id"], "split": s["split"], "joint_class": s["joint_class"],
+            "label": JOINT_CLASSES.index(s["joint_class"]), "space_group": s["space_group"],
+            "n_atoms": s["n_atoms"], "lattice": s["lattice"], "energy_kev": energy,
+            "npx": npx, "dmin_A": dmin, "debye_waller_A2": bdw, "source": "kinematical",
+            "seconds": time.time() - t,
+        }
+        save_master(path, data, meta)
+        done += 1
+        print(f"{s['id']} {s['split']:5s} {s['joint_class']:9s} {time.time() - t:4.1f} s "
+              f"({done / (time.time() - t0) * 60:.0f}/min)", file=log, flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--structures", default=str(TRAINING_DATA / "structures_seed0.json"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--npx", type=int, default=64)
+    p.add_argument("--splits", default="train,val,test")
+    args = p.parse_args(argv)
+    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")))
+
+
+if __name__ == "__main__":
+    main()

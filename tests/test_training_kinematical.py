@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("diffsims")
+
+from kikuchipy_cnn.training.kinematical import (  # noqa: E402
+    kinematical_master_pattern,
+    lambert_directions,
+    reflectors,
+)
+
+HCP = {"lattice": [3.21, 3.21, 5.21, 90, 90, 120],
+       "atoms": [["Zn", [1 / 3, 2 / 3, 0.25]], ["Zn", [2 / 3, 1 / 3, 0.75]]]}
+FCC = {"lattice": [3.6] * 3 + [90] * 3,
+       "atoms": [["Cu", [0, 0, 0]], ["Cu", [0.5, 0.5, 0]], ["Cu", [0.5, 0, 0.5]], ["Cu", [0, 0.5, 0.5]]]}
+BCC = {"lattice": [2.87] * 3 + [90] * 3, "atoms": [["Cr", [0, 0, 0]], ["Cr", [0.5, 0.5, 0.5]]]}
+
+
+def _f(structure):
+    hkl, _, (d, F) = reflectors(structure, dmin=0.5, min_intensity=0)
+    return {tuple(int(i) for i in h): abs(f) for h, f in zip(hkl, F)}
+
+
+def test_systematic_absences():
+    f = _f(HCP)
+    assert f[(0, 0, 1)] < 1e-8 and f[(0, 0, 2)] > 1
+    f = _f(FCC)
+    assert f[(1, 0, 0)] < 1e-8 and f[(1, 1, 0)] < 1e-8 and f[(1, 1, 1)] > 1 and f[(2, 0, 0)] > 1
+    f = _f(BCC)
+    assert f[(1, 0, 0)] < 1e-8 and f[(1, 1, 1)] < 1e-8 and f[(1, 1, 0)] > 1
+
+
+def test_lowercase_element_names_are_not_zero():
+    lower = {"lattice": BCC["lattice"], "atoms": [["cr", [0, 0, 0]], ["cr", [0.5, 0.5, 0.5]]]}
+    assert _f(lower)[(1, 1, 0)] == pytest.approx(_f(BCC)[(1, 1, 0)])
+
+
+def test_layout_matches_kikuchipy_projection():
+    """A master holding each direction's x, y or z projects (identity
+    orientation) onto the detector's direction cosines of the same axis."""
+    from kikuchipy.detectors import EBSDDetector
+    from kikuchipy.signals.util._master_pattern import _get_direction_cosines_from_detector
+
+    from kikuchipy_cnn.training.projection import project
+
+    det = EBSDDetector(shape=(30, 30), pc=(0.5, 0.45, 0.6), sample_tilt=70)
+    dc = np.ascontiguousarray(_get_direction_cosines_from_detector(det)).reshape(-1, 3)
+    grid = lambert_directions(32)
+    for comp in range(3):
+        p = project(np.ascontiguousarray(grid[..., comp] + 2), np.array([[1.0, 0, 0, 0]]), dc, (30, 30))
+        assert np.corrcoef(p.ravel(), dc[:, comp])[0, 1] > 0.999
+
+
+def test_master_symmetry_and_determinism():
+    m = kinematical_master_pattern(FCC, 20, 32, 0.6)
+    assert m.shape == (2, 65, 65) and np.isfinite(m).all() and m.max() > 0
+    # m-3m: mirror x <-> y (transpose of the Lambert square) and z -> -z
+    np.testing.assert_allclose(m[0], m[0].T, rtol=1e-5, atol=1e-4 * m.max())
+    np.testing.assert_allclose(m[0], m[1], rtol=1e-5, atol=1e-4 * m.max())
+    np.testing.assert_array_equal(m, kinematical_master_pattern(FCC, 20, 32, 0.6))
+    h = kinematical_master_pattern(HCP, 20, 32, 0.6)
+    # hexagonal cell: 6-fold about z is not a symmetry of the square grid, but
+    # the mirror z -> -z is (6/mmm)
+    np.testing.assert_allclose(h[0], h[1], rtol=1e-5, atol=1e-4 * h.max())
