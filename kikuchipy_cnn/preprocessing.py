@@ -110,11 +110,54 @@ def crop_square(patterns: np.ndarray) -> np.ndarray:
 def resize(patterns: np.ndarray, size: int) -> np.ndarray:
     """Resize square ``(n, s, s)`` patterns to ``(n, size, size)``, float32."""
     m = _resize_matrix(patterns.shape[-1], size)
-    return np.einsum("ij,njk,lk->nil", m, patterns, m, optimize=True)
+    if patterns.shape[-1] == size and np.array_equal(m, np.eye(size, dtype=np.float32)):
+        return patterns.astype(np.float32, copy=True)
+    return _sandwich(m, patterns.astype(np.float32, copy=False))
+
+
+def _sandwich(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``a @ x[i] @ a.T`` for every image of ``x`` (n, s, s), as two large
+    matrix products instead of 2 n small ones."""
+    n, s, _ = x.shape
+    k = a.shape[0]
+    # x @ a.T along the last axis: (n * s, s) @ (s, k)
+    y = np.matmul(x.reshape(n * s, s), a.T).reshape(n, s, k)
+    # a @ y along the middle axis: (k, s) @ (s, n * k)
+    y = np.matmul(a, y.transpose(1, 0, 2).reshape(s, n * k))
+    return np.ascontiguousarray(y.reshape(k, n, k).transpose(1, 0, 2))
+
+
+@lru_cache(maxsize=32)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """Matrix ``(n, n)`` of scipy.ndimage.gaussian_filter1d(mode="nearest",
+    truncate=3.0) along one axis of length ``n``."""
+    radius = int(3.0 * sigma + 0.5)
+    t = np.arange(-radius, radius + 1)
+    w = np.exp(-0.5 / sigma**2 * t.astype(np.float64) ** 2)
+    w /= w.sum()
+    g = np.zeros((n, n), dtype=np.float64)
+    rows = np.arange(n)[:, None]
+    cols = np.clip(rows + t[None, :], 0, n - 1)
+    np.add.at(g, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(w, cols.shape))
+    return g.astype(np.float32)
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of the last two axes of square ``(n, s, s)`` images
+    (scipy's mode="nearest", truncate=3.0), as two small matrix products."""
+    g = _blur_matrix(x.shape[-1], float(sigma))
+    if x.shape[-2] == x.shape[-1]:
+        return _sandwich(g, np.ascontiguousarray(x, dtype=np.float32))
     return gaussian_filter(x, sigma=(0, sigma, sigma), mode="nearest", truncate=3.0)
+
+
+@lru_cache(maxsize=16)
+def _mask_norm(size: int, circular: bool, sigma: float) -> tuple:
+    """(mask as float32, blurred mask clipped at 1e-6) for one recipe."""
+    mask = circular_mask(size) if circular else np.ones((size, size), bool)
+    maskf = mask.astype(np.float32)
+    norm = np.maximum(_blur(maskf[None], sigma)[0], 1e-6) if sigma > 0 else None
+    return maskf, norm
 
 
 def preprocess(
@@ -164,44 +207,51 @@ def preprocess(
             f"Patterns of shape {patterns.shape[1:]} are too small to classify"
         )
     size = recipe.size
-    x = patterns.astype(np.float32)  # always a copy
     with np.errstate(invalid="ignore", over="ignore"):
-        finite = np.isfinite(x).all(axis=(1, 2))
-        x[~finite] = 0
+        if np.issubdtype(patterns.dtype, np.floating):
+            finite = np.isfinite(patterns).all(axis=(1, 2))
+        else:
+            finite = np.ones(len(patterns), dtype=bool)
         if static_background is not None:
             bg = np.asarray(static_background, dtype=np.float32)
-            if bg.shape != x.shape[1:]:
+            if bg.shape != patterns.shape[1:]:
                 raise ValueError(
                     f"Static background shape {bg.shape} does not match the "
-                    f"pattern shape {x.shape[1:]}"
+                    f"pattern shape {patterns.shape[1:]}"
                 )
             mean = np.nanmean(bg)
             if not np.isfinite(bg).all() or mean <= 0:
                 raise ValueError(
                     "Static background must be finite with a positive mean"
                 )
-            x /= np.maximum(bg / mean, 0.01)
-        x = resize(crop_square(x), size)
+        # only the centred square is used: crop before anything else
+        x = crop_square(patterns).astype(np.float32)  # always a copy
+        x[~finite] = 0
+        if static_background is not None:
+            x /= crop_square(np.maximum(bg / mean, 0.01))
+        x = resize(x, size)
         # Shift so that the minimum is 1: division by the blur stays stable
         # for processed patterns with negative values
         lo = x.min(axis=(1, 2), keepdims=True)
         span = x.max(axis=(1, 2), keepdims=True) - lo
         valid = finite & (span[:, 0, 0] > 1e-6 * np.maximum(np.abs(lo[:, 0, 0]), 1))
         span[~valid] = 1
-        x = 1 + (x - lo) / span
-        mask = circular_mask(size) if recipe.circular_mask else np.ones((size, size), bool)
-        maskf = mask.astype(np.float32)
+        x -= lo
+        x /= span
+        x += 1
+        maskf, _ = _mask_norm(size, recipe.circular_mask, 0.0)
         if recipe.flat_field_sigma > 0:
             s = recipe.flat_field_sigma * size
-            norm = _blur(maskf[None], s)[0]
-            x = x / (_blur(x * maskf, s) / np.maximum(norm, 1e-6))
+            _, norm = _mask_norm(size, recipe.circular_mask, s)
+            x = x / (_blur(x * maskf, s) / norm)
         if recipe.high_pass_sigma > 0:
             s = recipe.high_pass_sigma * size
-            norm = _blur(maskf[None], s)[0]
-            x = x - _blur(x * maskf, s) / np.maximum(norm, 1e-6)
+            _, norm = _mask_norm(size, recipe.circular_mask, s)
+            x = x - _blur(x * maskf, s) / norm
         n_in = maskf.sum()
         mean = (x * maskf).sum(axis=(1, 2), keepdims=True) / n_in
-        x = (x - mean) * maskf
+        x -= mean
+        x *= maskf
         std = np.sqrt((x**2).sum(axis=(1, 2), keepdims=True) / n_in)
         flat = std[:, 0, 0] < 1e-6
         valid &= ~flat

@@ -153,3 +153,145 @@ def test_make_batch_uses_preprocess(master_set, monkeypatch):
     monkeypatch.setattr(pp, "preprocess", spy)
     make_batch(master_set, 8, np.random.default_rng(0))
     assert calls
+
+
+def test_project_many_matches_kikuchipy(master_set):
+    pytest.importorskip("kikuchipy")
+    from kikuchipy_cnn.training.projection import (
+        detector_directions,
+        project,
+        project_many,
+        random_geometry,
+        random_quaternions,
+    )
+
+    rng = np.random.default_rng(3)
+    geom = random_geometry(rng)
+    shape = (37, 50)
+    dc = detector_directions(geom, shape)
+    q = random_quaternions(6, rng)
+    stack, pos = master_set.stacks()[master_set.masters[0].shape]
+    idx = np.array([0, 1, 2, 2, 1, 0])
+    new = project_many(stack, pos[idx], q, dc, shape)
+    ref = np.stack([project(master_set.masters[i], q[k : k + 1], dc, shape)[0] for k, i in enumerate(idx)])
+    np.testing.assert_allclose(new, ref, rtol=0, atol=1e-6)
+
+
+def _degrade_reference(patterns, params, binning):
+    """The original NumPy/SciPy degradation without the random parts."""
+    from scipy.ndimage import gaussian_filter
+
+    n, rows, cols = patterns.shape
+    col = lambda key: np.array([p[key] for p in params], np.float32)[:, None, None]  # noqa: E731
+    p = np.clip(patterns, 0, None)
+    p /= np.maximum(p.mean(axis=(1, 2), keepdims=True), 1e-12)
+    p **= col("gamma")
+    for i, prm in enumerate(params):
+        if prm["blur"] / binning > 0.2:
+            p[i] = gaussian_filter(p[i], prm["blur"] / binning, mode="nearest", truncate=3.0)
+    p /= np.maximum(p.mean(axis=(1, 2), keepdims=True), 1e-12)
+    y = ((np.arange(rows) - (rows - 1) / 2) / max(rows, cols)).astype(np.float32)
+    x = ((np.arange(cols) - (cols - 1) / 2) / max(rows, cols)).astype(np.float32)
+    yy, xx = y[None, :, None], x[None, None, :]
+    c = lambda key, j: np.array([q[key][j] for q in params], np.float32)[:, None, None]  # noqa: E731
+    s = col("bg_sigma")
+    bg = col("bg_floor") + np.exp(-((xx - c("bg_center", 0)) ** 2 + (yy - c("bg_center", 1)) ** 2) / (2 * s**2))
+    bg *= np.clip(1 + c("bg_gradient", 0) * xx + c("bg_gradient", 1) * yy, 0.1, None)
+    r2 = xx**2 + yy**2
+    bg *= 1 - col("vignetting") * r2 / 0.5
+    np.clip(bg, 1e-3, None, out=bg)
+    bg /= bg.max(axis=(1, 2), keepdims=True)
+    img = np.clip(bg * (1 + col("contrast") * (p - 1)), 0, None)
+    for i, prm in enumerate(params):
+        if prm["circular_mask"]:
+            rmax = prm["mask_radius"] * min(rows, cols) / max(rows, cols)
+            img[i][(r2 > rmax**2)[0]] = 0
+    return img
+
+
+@pytest.mark.parametrize("shape, binning", [((48, 64), 1.5), ((40, 40), 1.0), ((50, 36), 2.0)])
+def test_degrade_noise_free_matches_reference(shape, binning):
+    from scipy.ndimage import gaussian_filter
+
+    from kikuchipy_cnn.training.realism import degrade, random_realism_batch
+
+    rng = np.random.default_rng(7)
+    clean = gaussian_filter(rng.random((24, *shape)) * 2 - 0.1, (0, 2, 2)).astype(np.float32)
+    params = random_realism_batch(24, rng)
+    for q in params:
+        q["hot_pixels"] = q["dead_pixels"] = 0
+    params[0]["circular_mask"] = True
+    params[1]["blur"] = 1.2
+    ref = _degrade_reference(clean.copy(), params, binning)
+    new = degrade(clean, params, rng, binning, noise=False)
+    np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_degrade_noise_statistics():
+    """Poisson counts and read noise: mean and variance as the model says,
+    only inside ``region``, deterministic given the generator."""
+    from kikuchipy_cnn.training.realism import degrade, random_realism
+
+    rng = np.random.default_rng(0)
+    prm = random_realism(rng)
+    prm.update(gamma=1.0, blur=0.0, contrast=0.0, counts=400.0, read_noise=0.01, bg_sigma=100.0,
+               bg_gradient=(0.0, 0.0), bg_floor=0.0, vignetting=0.0, circular_mask=False,
+               hot_pixels=0, dead_pixels=0)  # fmt: skip
+    clean = np.ones((8, 64, 96), np.float32)
+    out = degrade(clean, [prm] * 8, np.random.default_rng(1), 1.0, region=(0, 64, 16, 80))
+    inside, outside = out[:, :, 16:80], np.concatenate([out[:, :, :16], out[:, :, 80:]])
+    flat = np.ones_like(inside)  # background ~1 everywhere (very wide Gaussian)
+    np.testing.assert_allclose(outside, 1, atol=1e-3)  # noise-free there
+    assert abs((inside - flat).mean()) < 3e-3
+    assert abs(inside.var() / (1 / 400 + 0.01**2) - 1) < 0.05
+    again = degrade(clean, [prm] * 8, np.random.default_rng(1), 1.0, region=(0, 64, 16, 80))
+    assert np.array_equal(out, again)
+
+
+@pytest.mark.parametrize("lam", [0.3, 4.0, 15.0, 80.0, 700.0, 9000.0])
+def test_poisson_sampler_matches_distribution(lam):
+    from scipy import stats
+
+    from kikuchipy_cnn.training.realism import _sample_poisson
+
+    x = _sample_poisson(np.full(200_000, lam), 11)
+    ks = np.arange(int(max(0, lam - 6 * lam**0.5 - 2)), int(lam + 6 * lam**0.5 + 3))
+    h = np.array([(x == k).sum() for k in ks])
+    e = stats.poisson.pmf(ks, lam) * x.size
+    m = e > 5
+    chi2 = (((h[m] - e[m]) ** 2) / e[m]).sum()
+    assert stats.chi2.sf(chi2, m.sum() - 1) > 1e-4
+
+
+def test_normal_sampler_matches_distribution():
+    from scipy import stats
+
+    from kikuchipy_cnn.training.realism import _sample_normal
+
+    z = _sample_normal(1_000_000, 5)
+    assert stats.kstest(z, "norm").pvalue > 1e-4
+    edges = np.linspace(-4.5, 4.5, 181)
+    h, _ = np.histogram(z, bins=edges)
+    e = np.diff(stats.norm.cdf(edges)) * z.size
+    m = e > 5
+    chi2 = (((h[m] - e[m]) ** 2) / e[m]).sum()
+    assert stats.chi2.sf(chi2, m.sum() - 1) > 1e-4
+    tail = (np.abs(z) > 3.5).mean()
+    assert abs(tail / (2 * stats.norm.sf(3.5)) - 1) < 0.1
+
+
+def test_make_batch_masters_of_several_sizes():
+    pytest.importorskip("kikuchipy")
+    from kikuchipy_cnn.training.projection import MasterSet
+    from kikuchipy_cnn.training.realism import make_batch
+
+    rng = np.random.default_rng(4)
+    masters = [1 + 0.1 * rng.random((2, n, n)) for n in (41, 33, 41, 25)]
+    ms = MasterSet.from_arrays(masters, [0, 5, 22, 7])
+    x, y, meta = make_batch(ms, 24, np.random.default_rng(2), per_detector=12, return_raw=True)
+    assert x.shape == (24, 1, 64, 64) and meta["valid"].all() and np.isfinite(x).all()
+    assert len(meta["raw"]) == 24
+    x2, _, _ = make_batch(ms, 24, np.random.default_rng(2), per_detector=12, return_raw=True)
+    assert np.array_equal(x, x2)
+    for m, orig in zip(ms.masters, masters):  # stacking keeps the masters
+        np.testing.assert_array_equal(m, orig)

@@ -145,19 +145,52 @@ _SQRT_PI_HALF = math.sqrt(math.pi / 2)
 _SQRT_PI_OVER_2 = _SQRT_PI / 2
 _TWO_OVER_SQRT_PI = 2 / _SQRT_PI
 
+#: atan(t) = t * P(t^2) on [-1, 1], P a degree-13 polynomial (Chebyshev
+#: least-squares fit; max error 3.6e-12 rad, i.e. 1e-10 master pixels)
+_ATAN_COEF = np.array([
+    0.999999999994901, -0.33333333222387096, 0.19999994019935313,
+    -0.14285573005602914, 0.11109273545396384, -0.09076058059911164,
+    0.07612031313549902, -0.06361939865782573, 0.050410823072616406,
+    -0.03525078858150214, 0.019957520128830626, -0.0082727994784662,
+    0.002179454933006922, -0.00026999392756478003,
+])  # fmt: skip
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _atan_unit(t):  # pragma: no cover
+    """atan(t) for |t| <= 1 (a polynomial, ~20% faster than libm here)."""
+    u = t * t
+    c = _ATAN_COEF
+    r = c[13]
+    for i in range(12, -1, -1):
+        r = r * u + c[i]
+    return t * r
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _project_many_kernel(quats, master_index, stack, dc, out):  # pragma: no cover
     """Fused version of kikuchipy's
     ``_project_patterns_from_master_pattern_with_fixed_pc`` (rotate the
     direction cosines, square Lambert projection, bilinear interpolation in
     the hemisphere the rotated vector points to), one master per
-    orientation, with no temporary arrays. Same arithmetic as kikuchipy."""
+    orientation, in two passes (vectorised geometry, then gathers). Same
+    arithmetic as kikuchipy,
+    except that the rotated unit vectors are not renormalised and atan is a
+    polynomial (3.6e-12 rad): patterns agree to ~1 float32 ulp."""
     npy = stack.shape[2]
     npx = stack.shape[3]
     scale = (npx - 1) / 2
     f = scale / _SQRT_PI_HALF
     m = dc.shape[0]
+    flat = stack.reshape(-1)
+    dcx = np.ascontiguousarray(dc[:, 0])
+    dcy = np.ascontiguousarray(dc[:, 1])
+    dcz = np.ascontiguousarray(dc[:, 2])
+    wi = np.empty(m)
+    wj = np.empty(m)
+    i00 = np.empty(m, dtype=np.int64)
+    di_ = np.empty(m, dtype=np.int64)
+    dj_ = np.empty(m, dtype=np.int64)
     for k in range(quats.shape[0]):
         a = quats[k, 0]
         b = quats[k, 1]
@@ -173,56 +206,58 @@ def _project_many_kernel(quats, master_index, stack, dc, out):  # pragma: no cov
         bc = b * c
         bd = b * d
         cd = c * d
-        mi = master_index[k]
+        base_u = master_index[k] * 2 * npy * npx
+        base_l = base_u + npy * npx
+        # pass 1 (branch-free, vectorised): rotation, square Lambert
+        # coordinates, interpolation indices and weights
         for p in range(m):
-            x = dc[p, 0]
-            y = dc[p, 1]
-            z = dc[p, 2]
+            x = dcx[p]
+            y = dcy[p]
+            z = dcz[p]
             rx = (aa + bb - cc - dd) * x + 2 * ((ac + bd) * z + (bc - ad) * y)
             ry = (aa - bb + cc - dd) * y + 2 * ((ad + bc) * x + (cd - ab) * z)
             rz = (aa - bb - cc + dd) * z + 2 * ((ab + cd) * y + (bd - ac) * x)
-            norm = math.sqrt(rx * rx + ry * ry + rz * rz)
-            wx = rx / norm
-            wy = ry / norm
-            wz = rz / norm
-            abs_z = abs(wz)
-            lx = 0.0
-            ly = 0.0
-            if abs_z != 1:
-                sqrt_z = math.sqrt(2 * (1 - abs_z))
-                if abs(wy) <= abs(wx):
-                    if wx != 0:
-                        sx = 1.0 if wx > 0 else -1.0
-                        lx = sx * sqrt_z * _SQRT_PI_OVER_2
-                        ly = sx * sqrt_z * _TWO_OVER_SQRT_PI * math.atan(wy / wx)
-                else:
-                    sy = 1.0 if wy > 0 else -1.0
-                    lx = sy * sqrt_z * _TWO_OVER_SQRT_PI * math.atan(wx / wy)
-                    ly = sy * sqrt_z * _SQRT_PI_OVER_2
+            # unit quaternion and unit direction: already unit length
+            sqrt_z = math.sqrt(max(2 * (1 - abs(rz)), 0.0))
+            xbig = abs(ry) <= abs(rx)
+            num = ry if xbig else rx
+            den = rx if xbig else ry
+            sgn = 1.0 if den > 0 else -1.0
+            den = den if den != 0 else 1.0  # then num = 0 and sqrt_z = 0
+            side = sgn * sqrt_z * _SQRT_PI_OVER_2
+            ang = sgn * sqrt_z * _TWO_OVER_SQRT_PI * _atan_unit(num / den)
+            lx = side if xbig else ang
+            ly = ang if xbig else side
             i_this = f * ly
             j_this = f * lx
             nii = np.int32(i_this + scale)
             nij = np.int32(j_this + scale)
             niip = nii + 1
             nijp = nij + 1
-            if niip >= npx:
-                niip = nii
-            if nijp >= npy:
-                nijp = nij
-            if nii < 0:
-                nii = niip
-            if nij < 0:
-                nij = nijp
-            di = i_this - nii + scale
-            dj = j_this - nij + scale
+            niip = nii if niip >= npx else niip
+            nijp = nij if nijp >= npy else nijp
+            nii = niip if nii < 0 else nii
+            nij = nijp if nij < 0 else nij
+            wi[p] = i_this - nii + scale
+            wj[p] = j_this - nij + scale
+            base = base_u if rz >= 0 else base_l
+            i00[p] = base + nii * npx + nij
+            di_[p] = (niip - nii) * npx
+            dj_[p] = nijp - nij
+        # pass 2: bilinear interpolation (gathers)
+        for p in range(m):
+            r0 = i00[p]
+            r1 = r0 + di_[p]
+            e = dj_[p]
+            di = wi[p]
+            dj = wj[p]
             dim = 1 - di
             djm = 1 - dj
-            h = 0 if rz >= 0 else 1
             out[k, p] = (
-                stack[mi, h, nii, nij] * dim * djm
-                + stack[mi, h, niip, nij] * di * djm
-                + stack[mi, h, nii, nijp] * dim * dj
-                + stack[mi, h, niip, nijp] * di * dj
+                flat[r0] * dim * djm
+                + flat[r1] * di * djm
+                + flat[r0 + e] * dim * dj
+                + flat[r1 + e] * di * dj
             )
 
 
@@ -238,7 +273,12 @@ def project_many(
     equally sized square Lambert master patterns (n_masters, 2, n, n), onto
     one detector: the same result as :func:`project` per pattern (float32,
     ``(len(quaternions), *shape)``), in one fused Numba loop."""
-    q = np.ascontiguousarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    q = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    # the kernel relies on unit quaternions and unit directions (kikuchipy
+    # normalises every rotated vector instead: the same to rounding)
+    q = np.ascontiguousarray(q / np.linalg.norm(q, axis=1, keepdims=True))
+    directions = np.asarray(directions, dtype=np.float64)
+    directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
     mi = np.ascontiguousarray(master_index, dtype=np.int64).reshape(-1)
     if out is None:
         out = np.empty((len(q), int(np.prod(shape))), dtype=np.float32)
