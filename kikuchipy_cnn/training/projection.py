@@ -309,11 +309,17 @@ class MasterSet:
         Metadata dictionary per master.
     """
 
-    def __init__(self, directory, split: str = "train", limit: int | None = None):
+    def __init__(
+        self, directory, split: str = "train", limit: int | None = None,
+        dynamical_fraction: float | None = None,
+    ):
         from kikuchipy_cnn.training.master_patterns import load_master
 
-        files = sorted(Path(directory, split).glob("*.npz"))
-        files = [f for f in files if not f.name.endswith(".tmp.npz")][:limit]
+        dirs = [directory] if isinstance(directory, (str, Path)) else list(directory)
+        files = []
+        for d in dirs:
+            found = sorted(Path(d, split).glob("*.npz"))
+            files += [f for f in found if not f.name.endswith(".tmp.npz")][:limit]
         self.masters, self.meta = [], []
         for f in files:
             data, meta = load_master(f)
@@ -325,6 +331,13 @@ class MasterSet:
             [JOINT_CLASSES.index(m["joint_class"]) for m in self.meta], dtype=np.int64
         )
         self.split = split
+        self.dynamical_fraction = dynamical_fraction
+
+    @property
+    def dynamical(self) -> np.ndarray:
+        """Whether each master is dynamical (de-ebsd) rather than
+        kinematical."""
+        return np.array([m.get("source", "dynamical") == "dynamical" for m in self.meta], bool)
 
     @classmethod
     def from_arrays(cls, masters, labels, meta=None, split="train") -> "MasterSet":
@@ -334,6 +347,7 @@ class MasterSet:
         obj.labels = np.asarray(labels, dtype=np.int64)
         obj.meta = meta or [{"id": f"m{i}"} for i in range(len(obj.masters))]
         obj.split = split
+        obj.dynamical_fraction = None
         return obj
 
     def stacks(self) -> dict:
@@ -365,12 +379,21 @@ class MasterSet:
         return {jc: int((self.labels == i).sum()) for i, jc in enumerate(JOINT_CLASSES)}
 
     def sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw master indices with every present class equally likely."""
+        """Draw master indices with every present class equally likely;
+        within a class that has both sources, a dynamical master with
+        probability ``dynamical_fraction`` (if set)."""
         present = np.unique(self.labels)
         classes = rng.choice(present, size=n)
         idx = np.empty(n, dtype=np.int64)
+        dyn = self.dynamical if self.dynamical_fraction is not None else None
         for c in present:
-            sel = classes == c
+            sel = np.flatnonzero(classes == c)
             pool = np.flatnonzero(self.labels == c)
-            idx[sel] = rng.choice(pool, size=int(sel.sum()))
+            if dyn is not None and dyn[pool].any() and not dyn[pool].all():
+                use_dyn = rng.random(sel.size) < self.dynamical_fraction
+                for flag, part in ((True, sel[use_dyn]), (False, sel[~use_dyn])):
+                    sub = pool[dyn[pool] == flag]
+                    idx[part] = rng.choice(sub, size=part.size)
+            else:
+                idx[sel] = rng.choice(pool, size=sel.size)
         return idx

@@ -157,16 +157,23 @@ def _import(ref):
 
 
 # ---------------------------------------------------------------- sources
-def load_master_set(split: str = "train", directory=None, limit: int | None = None):
+def load_master_set(
+    split: str = "train", directory=None, limit: int | None = None,
+    dynamical_fraction: float | None = None,
+):
     """Cached master patterns of one split (``projection.MasterSet``), by
-    default from ``master_patterns.DEFAULT_CACHE``."""
+    default from ``master_patterns.DEFAULT_CACHE``; ``directory`` may be a
+    list (e.g. dynamical and kinematical masters), mixed with
+    ``dynamical_fraction``."""
     from kikuchipy_cnn.training import master_patterns, projection
 
-    directory = Path(directory) if directory else Path(master_patterns.DEFAULT_CACHE)
-    masters = projection.MasterSet(directory, split, limit=limit)
+    directory = directory or master_patterns.DEFAULT_CACHE
+    masters = projection.MasterSet(directory, split, limit=limit,
+                                   dynamical_fraction=dynamical_fraction)
     if len(masters) == 0:
-        raise FileNotFoundError(f"No cached master patterns in {directory / split}")
-    log.info("Loaded %d %s master patterns from %s", len(masters), split, directory)
+        raise FileNotFoundError(f"No cached master patterns of split {split!r} in {directory}")
+    log.info("Loaded %d %s master patterns (%d dynamical) from %s", len(masters), split,
+             int(masters.dynamical.sum()), directory)
     return masters
 
 
