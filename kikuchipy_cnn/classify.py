@@ -171,6 +171,24 @@ def _prepare(signal, model, navigation_mask, batch_size, providers, static_backg
     return nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session
 
 
+def map_model(signal, nav_shape, mask, card, session, batch_size, bg, func, out_shape, **extra):
+    """Lazy per-pattern results of ``func`` run chunk by chunk with a model's
+    session (see :func:`~kikuchipy_cnn._chunks.map_patterns`)."""
+    return map_patterns(
+        signal.data,
+        nav_shape,
+        func,
+        out_shape,
+        mask,
+        batch_size,
+        card_path=str(card.path),
+        providers=tuple(session.providers),
+        batch_size=int(batch_size),
+        static_background=bg,
+        **extra,
+    )
+
+
 def classify_structure(
     signal,
     model: str | ModelCard | None = None,
@@ -283,17 +301,9 @@ def classify_structure(
             f"Classifying {n_used} pattern(s)"
         )
     t0 = time.perf_counter()
-    lazy_out = map_patterns(
-        signal.data,
-        nav_shape,
-        _classify_chunk,
+    lazy_out = map_model(
+        signal, nav_shape, mask, card, session, batch_size, bg, _classify_chunk,
         (len(card.classes) + 1,),
-        mask,
-        batch_size,
-        card_path=str(card.path),
-        providers=tuple(session.providers),
-        batch_size=int(batch_size),
-        static_background=bg,
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0

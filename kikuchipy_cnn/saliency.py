@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kikuchipy_cnn._chunks import compute, map_patterns
+from kikuchipy_cnn._chunks import compute
 from kikuchipy_cnn.card import ModelCard
-from kikuchipy_cnn.classify import _card, _prepare
+from kikuchipy_cnn.classify import _card, _prepare, map_model
 from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.preprocessing import circular_mask, preprocess, resize
 
@@ -150,19 +150,9 @@ def get_saliency(
             f"classes {list(card.classes)}"
         )
     sig_shape = tuple(signal.axes_manager.signal_shape[::-1])
-    arr = map_patterns(
-        signal.data,
-        nav_shape,
-        _saliency_chunk,
-        sig_shape,
-        mask,
-        batch_size,
-        card_path=str(card.path),
-        providers=tuple(session.providers),
-        batch_size=int(batch_size),
-        static_background=bg,
-        method=method,
-        target=target_index,
+    arr = map_model(
+        signal, nav_shape, mask, card, session, batch_size, bg, _saliency_chunk, sig_shape,
+        method=method, target=target_index,
     ).reshape(nav_shape + sig_shape)
     from kikuchipy_cnn.signals import EBSDSaliency, LazyEBSDSaliency
 

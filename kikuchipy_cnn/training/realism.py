@@ -163,28 +163,40 @@ _ZIG_K, _ZIG_W, _ZIG_F = _ziggurat_tables()
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _ziggurat_slow(s, hz, iz):  # pragma: no cover
+    """The ziggurat's slow path for a candidate rejected by the fast test:
+    the tail beyond r (layer 0) or the wedge test. Returns (accepted,
+    value)."""
+    wn = _ZIG_W
+    fn = _ZIG_F
+    x = hz * wn[iz]
+    if iz == 0:  # tail beyond r
+        r = 3.442619855899
+        while True:
+            xt = -math.log(1.0 - _uniform(s)) / r
+            y = -math.log(1.0 - _uniform(s))
+            if y + y >= xt * xt:
+                break
+        return True, (r + xt if hz > 0 else -r - xt)
+    if fn[iz] + _uniform(s) * (fn[iz - 1] - fn[iz]) < math.exp(-0.5 * x * x):
+        return True, x
+    return False, 0.0
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _normal(s):  # pragma: no cover
     """Standard normal variate (Marsaglia & Tsang's ziggurat, exact up to
     its 32-bit resolution)."""
     kn = _ZIG_K
     wn = _ZIG_W
-    fn = _ZIG_F
     while True:
         x64 = _next(s)
         hz = np.int64(x64 >> _U64(32)) - 2147483648
         iz = np.int64(x64 & _U64(127))
         if abs(hz) < kn[iz]:
             return hz * wn[iz]
-        x = hz * wn[iz]
-        if iz == 0:  # tail beyond r
-            r = 3.442619855899
-            while True:
-                xt = -math.log(1.0 - _uniform(s)) / r
-                y = -math.log(1.0 - _uniform(s))
-                if y + y >= xt * xt:
-                    break
-            return r + xt if hz > 0 else -r - xt
-        if fn[iz] + _uniform(s) * (fn[iz - 1] - fn[iz]) < math.exp(-0.5 * x * x):
+        accepted, x = _ziggurat_slow(s, hz, iz)
+        if accepted:
             return x
 
 
@@ -199,7 +211,6 @@ def _normal_fill(s, z, bits, ok):  # pragma: no cover
     base = _next(s)
     kn = _ZIG_K
     wn = _ZIG_W
-    fn = _ZIG_F
     for i in range(n):
         x = base + _U64(i + 1) * _U64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
@@ -217,19 +228,8 @@ def _normal_fill(s, z, bits, ok):  # pragma: no cover
         x64 = bits[i]
         hz = np.int64(x64 >> _U64(32)) - 2147483648
         iz = np.int64(x64 & _U64(127))
-        x = hz * wn[iz]
-        if iz == 0:  # tail beyond r
-            r = 3.442619855899
-            while True:
-                xt = -math.log(1.0 - _uniform(s)) / r
-                y = -math.log(1.0 - _uniform(s))
-                if y + y >= xt * xt:
-                    break
-            z[i] = r + xt if hz > 0 else -r - xt
-        elif fn[iz] + _uniform(s) * (fn[iz - 1] - fn[iz]) < math.exp(-0.5 * x * x):
-            z[i] = x
-        else:
-            z[i] = _normal(s)
+        accepted, x = _ziggurat_slow(s, hz, iz)
+        z[i] = x if accepted else _normal(s)
 
 
 _LOG_FACTORIAL = np.array([math.lgamma(k + 1.0) for k in range(256)])
