@@ -11,6 +11,7 @@ from kikuchipy_cnn.card import ModelCard, ModelCardError, WeightsError
 from kikuchipy_cnn.classify import classify_structure
 from kikuchipy_cnn.crystal_map import labels, probabilities
 from kikuchipy_cnn.hookspecs import hookimpl
+from kikuchipy_cnn.plotting import format_summary, plot_maps, summary
 from kikuchipy_cnn.indexing import index_phases
 from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.saliency import get_saliency
@@ -38,15 +39,18 @@ __all__ = [
     "UnknownModelError",
     "WeightsError",
     "classify_structure",
+    "format_summary",
     "get_model",
     "get_saliency",
     "hookimpl",
     "index_phases",
     "labels",
+    "plot_maps",
     "list_models",
     "preprocess",
     "probabilities",
     "space_group_class",
+    "summary",
 ]
 
 _attach.warn_if_both_runtimes()

@@ -31,12 +31,12 @@ def format_map(xmap, nav_shape: tuple[int, ...]) -> str:
     lines = ["Phase map (class, top probability):"]
     for r in range(rows):
         lines.append("  " + "  ".join(c.ljust(width) for c in cells[r * per_row : (r + 1) * per_row]))
+    from kikuchipy_cnn.plotting import format_summary, summary
+
     lines.append("Phase fractions:")
-    for name in dict.fromkeys(names):
-        sel = names == name
-        lines.append(
-            f"  {name:<16} {sel.mean():7.1%}   mean score {np.nanmean(scores[sel]):.3f}"
-        )
+    lines.append(format_summary(summary(xmap)))
+    lines.append("Crystal systems:")
+    lines.append(format_summary(summary(xmap, "crystal_system")))
     return "\n".join(lines)
 
 
