@@ -99,3 +99,32 @@ def test_plot_overlay_saves_png(ni, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="same shape"):
         sal.plot_overlay(ni.inav[:2])
     plt.close("all")
+
+
+def test_zone_axis_factor_of_the_default_model():
+    """The default model's CAM favours the zone axes of dynamical Ni patterns
+    (mean saliency near zone axes / mean saliency over the pattern)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from zone_axis_factor import dynamical_ni_with_zone_axes
+
+    from kikuchipy_cnn.saliency import zone_axis_factor
+
+    s, za = dynamical_ni_with_zone_axes(20)
+    sal = s.get_saliency(show_progressbar=False)
+    f = zone_axis_factor(sal.data, za, radius=3)
+    assert np.nanmean(f) > 1.2
+    # A heatmap that ignores the pattern gives a factor of 1
+    flat = np.where(sal.data > 0, 1.0, 0.0)
+    np.testing.assert_allclose(np.nanmean(zone_axis_factor(flat, za)), 1, atol=0.05)
+
+
+def test_zone_axis_factor_errors_and_nan():
+    from kikuchipy_cnn.saliency import zone_axis_factor
+
+    sal = np.zeros((2, 20, 20))
+    sal[:, 8:12, 8:12] = 1
+    f = zone_axis_factor(sal, [np.array([[10, 10]]), np.zeros((0, 2))], radius=2)
+    assert f[0] > 5 and np.isnan(f[1])
