@@ -18,7 +18,7 @@ Command line (resumable: finished structures are skipped; files are written
 atomically)::
 
     python -m kikuchipy_cnn.training.master_patterns \
-        --structures structures.json --out /work/cache/kikuchipy_cnn/masters
+        --structures models/training-data/structures_seed0.json --out models/training-data/masters
 """
 
 from __future__ import annotations
