@@ -131,7 +131,8 @@ def dynamical_nickel_patterns(n: int = 600, seed: int = 0):
                 shape=(size, size), pc=pc, sample_tilt=rng.uniform(68, 72),
                 tilt=rng.uniform(0, 8),
             )
-            rot = Rotation.random(per)
+            q = rng.standard_normal((per, 4))  # uniform in SO(3), seeded
+            rot = Rotation(q / np.linalg.norm(q, axis=1, keepdims=True))
             s = mp.get_patterns(rot, det, energy=20, compute=True, show_progressbar=False, dtype_out=np.float32)
             data = s.data.astype(np.float64)
             data = (data - data.min()) / (data.max() - data.min())
@@ -155,7 +156,8 @@ def eval_dynamical_nickel(model, n=600) -> tuple[dict, list]:
 
 def eval_simulated_test(model, n=4000, seed=123, directory=None) -> dict:
     """Held-out simulated structures (test split, never seen in training),
-    degraded and preprocessed by the data engine exactly as in training."""
+    degraded and preprocessed by the data engine exactly as in training.
+    ``directory``: the master patterns (default: the dynamical ones)."""
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.engine import get_session
     from kikuchipy_cnn.training.projection import MasterSet
@@ -238,7 +240,13 @@ def main(argv=None):
     t0 = time.time()
     results, rows = {}, {}
     if "a" in args.parts:
-        results["a. held-out simulated structures"] = eval_simulated_test(args.model, args.n_simulated)
+        from kikuchipy_cnn.training.kinematical import DEFAULT_OUT as KINEMATICAL
+
+        results["a. held-out structures, dynamical"] = eval_simulated_test(args.model, args.n_simulated)
+        if (KINEMATICAL / "test").is_dir():
+            results["a. held-out structures, kinematical"] = eval_simulated_test(
+                args.model, args.n_simulated, directory=KINEMATICAL
+            )
     if "b" in args.parts:
         results["b. ../shared/data"], rows["b. ../shared/data"] = eval_shared(args.model)
     if "c" in args.parts:
