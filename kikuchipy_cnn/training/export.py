@@ -282,6 +282,7 @@ def export_run(
         },
         "training": {
             "command": (
+                "python -m kikuchipy_cnn.training.kinematical && "
                 f"python -m kikuchipy_cnn.training.train --config models/{name}/training_config.yaml "
                 f"--run-dir runs/{name} && python -m kikuchipy_cnn.training.export "
                 f"--run-dir runs/{name} --out models/{name}/"
