@@ -233,7 +233,7 @@ class InferenceSession:
 
 def _is_out_of_memory(error: Exception) -> bool:
     msg = str(error).lower()
-    return "out of memory" in msg or "failed to allocate" in msg or "oom" in msg
+    return "out of memory" in msg or "failed to allocate" in msg
 
 
 def get_session(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from orix.crystal_map import CrystalMap, Phase, PhaseList
 
-from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS, labels, prop_name  # noqa: F401
+from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS, labels
 from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info, level_names
 
 __all__ = ["level_map", "plot_maps", "summary"]

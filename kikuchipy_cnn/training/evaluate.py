@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kikuchipy_cnn import symmetry
 from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info, level_names, marginalise
 from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
-LEVELS = ("crystal_system", "bravais_lattice", "laue_class", "joint")
+LEVELS = symmetry.LEVELS + ("joint",)
 THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 
 
