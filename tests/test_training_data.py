@@ -291,3 +291,27 @@ def test_make_batch_masters_of_several_sizes():
     assert np.array_equal(x, x2)
     for m, orig in zip(ms.masters, masters):  # stacking keeps the masters
         np.testing.assert_array_equal(m, orig)
+
+
+def test_write_dataset_resumes_and_reports_coverage(master_set, tmp_path):
+    pytest.importorskip("kikuchipy")
+    h5py = pytest.importorskip("h5py")
+    from kikuchipy_cnn.training import dataset
+
+    meta = [{"id": f"m{i}", "space_group": sg} for i, sg in enumerate((2, 14, 225))]
+    ms = type(master_set).from_arrays(master_set.masters, master_set.labels, meta)
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    cov = dataset.write_dataset(full, "train", 300, None, seed=3, masters=ms, log=lambda m: None)
+    assert cov == {"n": 300, "space_groups": 3, "joint_classes": 3}
+    # an interrupted file (first chunk only) is completed identically
+    dataset.write_dataset(part, "train", 300, None, seed=3, masters=ms, log=lambda m: None)
+    with h5py.File(part, "a") as f:
+        f.attrs["n_done"] = dataset.CHUNK
+        f["x"][dataset.CHUNK :] = 0
+    dataset.write_dataset(part, "train", 300, None, seed=3, masters=ms, log=lambda m: None)
+    with h5py.File(full) as a, h5py.File(part) as b:
+        np.testing.assert_array_equal(a["x"][:], b["x"][:])
+        np.testing.assert_array_equal(a["y"][:], ms.labels[[int(i[1:]) for i in b["structure_id"].asstr()[:]]])
+        assert set(a["space_group"][:]) == {2, 14, 225}
+    with pytest.raises(ValueError, match="other settings"):
+        dataset.write_dataset(full, "train", 300, None, seed=4, masters=ms)

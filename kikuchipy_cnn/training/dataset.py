@@ -3,20 +3,28 @@
 Command line (resumable: an interrupted file is extended chunk by chunk; a
 chunk's patterns depend only on the seed and the chunk index)::
 
-    python -m kikuchipy_cnn.training.dataset --split val --n 20000 --out val.h5
+    python -m kikuchipy_cnn.training.dataset --split train --n 200000 --out train.h5 \
+        --cache models/training-data/masters models/training-data/kinematical
+
+Every master pattern of the split is used (dynamical and kinematical
+together, ``--dynamical-fraction`` of the patterns of a class from dynamical
+masters where the class has any); the space groups and joint classes
+covered are printed at the end and stored as attributes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
-
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
+from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE, TRAINING_DATA
+
+KINEMATICAL = TRAINING_DATA / "kinematical"
 
 __all__ = ["write_dataset"]
 
@@ -36,12 +44,20 @@ def _versions() -> dict:
 
 
 def write_dataset(
-    out, split: str, n: int, cache, seed: int = 0, recipe=None, masters=None
-) -> None:
+    out, split: str, n: int, cache, seed: int = 0, recipe=None, masters=None,
+    dynamical_fraction: float | None = 0.5, log=print,
+) -> dict:
     """Write (or complete) an HDF5 dataset with datasets ``x`` (n, 1, 64, 64)
     float32, ``y`` int64, ``valid``, ``structure_id``, ``geometry`` (JSON
     strings), ``quaternion``; attributes ``seed``, ``split``,
-    ``joint_classes``, ``versions`` and ``masters``."""
+    ``joint_classes``, ``versions`` and ``masters``.
+
+    Returns
+    -------
+    coverage
+        ``{"n": ..., "space_groups": ..., "joint_classes": ...}`` of the
+        finished file.
+    """
     import h5py
 
     from kikuchipy_cnn.preprocessing import Preprocessing
@@ -49,7 +65,8 @@ def write_dataset(
     from kikuchipy_cnn.training.realism import make_batch
 
     recipe = recipe or Preprocessing()
-    masters = masters if masters is not None else MasterSet(cache, split)
+    if masters is None:
+        masters = MasterSet(cache, split, dynamical_fraction=dynamical_fraction)
     if len(masters) == 0:
         raise ValueError(f"No cached master patterns of split {split!r} in {cache}")
     size = recipe.size
@@ -62,6 +79,7 @@ def write_dataset(
             f.create_dataset("valid", (n,), "?")
             f.create_dataset("quaternion", (n, 4), "f8")
             f.create_dataset("structure_id", (n,), str_dt)
+            f.create_dataset("space_group", (n,), "i2")
             f.create_dataset("geometry", (n,), str_dt)
             f.attrs.update(
                 n_done=0, seed=seed, split=split, n=n,
@@ -73,6 +91,7 @@ def write_dataset(
         if f.attrs["seed"] != seed or f.attrs["n"] != n or f.attrs["split"] != split:
             raise ValueError("Existing file was written with other settings")
         done = int(f.attrs["n_done"])
+        sg_of = {str(m.get("id")): int(m.get("space_group", 0)) for m in masters.meta}
         for start in range(done, n, CHUNK):
             stop = min(start + CHUNK, n)
             rng = np.random.default_rng([seed, start // CHUNK])
@@ -82,10 +101,21 @@ def write_dataset(
             f["valid"][start:stop] = meta["valid"]
             f["quaternion"][start:stop] = meta["quaternion"]
             f["structure_id"][start:stop] = [str(i) for i in meta["id"]]
+            f["space_group"][start:stop] = [sg_of[str(i)] for i in meta["id"]]
             f["geometry"][start:stop] = [json.dumps(g) for g in meta["geometry"]]
             f.attrs["n_done"] = stop
             f.flush()
-            print(f"{stop}/{n}", flush=True)
+            if (start // CHUNK) % 40 == 0 or stop == n:
+                log(f"{stop}/{n}")
+        sg = f["space_group"][:]
+        y = f["y"][:]
+        coverage = {
+            "n": int(n),
+            "space_groups": int(np.unique(sg[sg > 0]).size),
+            "joint_classes": int(np.unique(y).size),
+        }
+        f.attrs.update(coverage)
+    return coverage
 
 
 def main(argv=None):
@@ -93,10 +123,20 @@ def main(argv=None):
     p.add_argument("--split", default="val")
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--out", required=True)
-    p.add_argument("--cache", default=str(DEFAULT_CACHE))
+    p.add_argument("--cache", nargs="+", default=[str(DEFAULT_CACHE), str(KINEMATICAL)])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dynamical-fraction", type=float, default=0.5)
     args = p.parse_args(argv)
-    write_dataset(Path(args.out), args.split, args.n, args.cache, args.seed)
+    t0 = time.time()
+    cov = write_dataset(
+        Path(args.out), args.split, args.n, args.cache, args.seed,
+        dynamical_fraction=args.dynamical_fraction,
+        log=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    print(
+        f"{args.out}: {cov['n']} patterns, {cov['joint_classes']} joint classes, "
+        f"{cov['space_groups']} space groups ({time.time() - t0:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -281,11 +281,14 @@ def export_run(
             "seed": cfg.get("seed"),
         },
         "training": {
-            "command": (
-                "python -m kikuchipy_cnn.training.kinematical && "
-                f"python -m kikuchipy_cnn.training.train --config models/{name}/training_config.yaml "
-                f"--run-dir runs/{name} && python -m kikuchipy_cnn.training.export "
-                f"--run-dir runs/{name} --out models/{name}/"
+            "command": " && ".join(
+                [
+                    *cfg.get("data_commands", []),
+                    f"python -m kikuchipy_cnn.training.train --config "
+                    f"models/{name}/training_config.yaml --run-dir runs/{name}",
+                    f"python -m kikuchipy_cnn.training.export --run-dir runs/{name} "
+                    f"--out models/{name}/ --version {version}",
+                ]
             ),
             "config": "training_config.yaml",
             "steps_completed": int(ck["step"]),

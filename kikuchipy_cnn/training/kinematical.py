@@ -8,7 +8,8 @@ scattering factors and Debye-Waller damping exp(-B s^2). Each reflector
 ``g`` adds a band of half-width equal to its Bragg angle around its lattice
 plane, with intensity ``|F_g|`` (kikuchipy's ``scaling="linear"``).
 
-    python -m kikuchipy_cnn.training.kinematical --out models/training-data/kinematical
+    python -m kikuchipy_cnn.training.kinematical --out models/training-data/kinematical \
+        --structures models/training-data/structures_seed1.json [--shard 0/2]
 """
 
 from __future__ import annotations
@@ -147,15 +148,19 @@ def kinematical_master_pattern(
     return out.reshape(2, n, n).astype(np.float32)
 
 
-def run(structures_file, out_dir=DEFAULT_OUT, npx: int = 64, log=sys.stdout, splits=None):
+def run(
+    structures_file, out_dir=DEFAULT_OUT, npx: int = 64, log=sys.stdout, splits=None,
+    shard: tuple[int, int] = (0, 1),
+):
     """Compute and save kinematical master patterns of all structures,
-    skipping finished ones."""
+    skipping finished ones; ``shard=(i, n)`` takes every n-th structure from
+    the i-th (parallel workers take disjoint shards)."""
     from kikuchipy_cnn.training.structures import load_structures
 
     out_dir = Path(out_dir)
     done = 0
     t0 = time.time()
-    for s in load_structures(structures_file):
+    for s in load_structures(structures_file)[shard[0] :: shard[1]]:
         if splits and s["split"] not in splits:
             continue
         path = out_dir / s["split"] / f"{s['id']}.npz"
@@ -186,8 +191,10 @@ def main(argv=None):
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--npx", type=int, default=64)
     p.add_argument("--splits", default="train,val,test")
+    p.add_argument("--shard", default="0/1", help="I/N: this worker's share of N")
     args = p.parse_args(argv)
-    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")))
+    i, n = (int(v) for v in args.shard.split("/"))
+    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=(i, n))
 
 
 if __name__ == "__main__":

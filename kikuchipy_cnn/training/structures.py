@@ -8,8 +8,11 @@ conventional cell, written out in P1 (every atom listed).
 
 Command line::
 
-    python -m kikuchipy_cnn.training.structures --per-class 40 --seed 0 \
-        --out structures.json
+    python -m kikuchipy_cnn.training.structures --per-class 250 --seed 1 \
+        --processes 2 --checkpoint-dir structures.parts --out structures.json
+
+Within a class, every try uses the space group with the fewest structures so
+far, so all 230 space groups are covered.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "load_structures",
     "random_structure",
     "save_structures",
+    "space_group_counts",
     "space_groups_of_class",
     "spglib_cell",
 ]
@@ -62,12 +66,17 @@ MAX_VOLUME = 1500.0  # Å^3
 
 SPLITS = ("train", "val", "test")
 
-# Space groups whose lowest-multiplicity orbits all have higher symmetry
-_NEEDS_LARGE_ORBIT = (202, 203)
+# Space groups in which only the general position keeps the symmetry from
+# rising (to Fm-3m, F-43m or Fd-3m): its multiplicity
+_NEEDS_LARGE_ORBIT = {196: 48, 202: 48, 203: 96}
 
 
 def _max_atoms(sg: int) -> int:
-    return 64 if sg in _NEEDS_LARGE_ORBIT else MAX_ATOMS
+    return _NEEDS_LARGE_ORBIT[sg] + 16 if sg in _NEEDS_LARGE_ORBIT else MAX_ATOMS
+
+
+def _max_volume(sg: int) -> float:
+    return MAX_LENGTH**3 if sg in _NEEDS_LARGE_ORBIT else MAX_VOLUME
 
 
 def space_groups_of_class(joint_class: str) -> list[int]:
@@ -153,10 +162,10 @@ def _random_composition(sg: int, rng) -> tuple[list[str], list[int]]:
     counts = []
     budget = _max_atoms(sg)
     if sg in _NEEDS_LARGE_ORBIT:
-        # Fm-3 / Fd-3: only an orbit of 48 atoms keeps the symmetry below m-3m
-        counts.append(48)
-        budget -= 48
-        mults = [m for m in mults if m <= 8]
+        # F23, Fm-3, Fd-3: one atom type on the general position
+        counts.append(_NEEDS_LARGE_ORBIT[sg])
+        budget -= counts[0]
+        mults = [m for m in mults if m <= 16]
     for _ in species[len(counts):]:
         n_orbits = int(rng.choice([1, 1, 1, 2]))
         n = 0
@@ -275,7 +284,7 @@ def random_structure(
     params = _cell_parameters(s_lat)
     if min(params[:3]) < MIN_LENGTH or max(params[:3]) > MAX_LENGTH:
         return None
-    if abs(np.linalg.det(s_lat)) > MAX_VOLUME:
+    if abs(np.linalg.det(s_lat)) > _max_volume(number):
         return None
     symbols = [_ALL[n - 3] for n in s_num]
     atoms = [[e, [round(float(v), 6) for v in np.mod(p, 1)]] for e, p in zip(symbols, s_pos)]
@@ -289,13 +298,57 @@ def random_structure(
     }
 
 
+def _generate_class(
+    joint_class: str, per_class: int, seed: int, max_tries: int
+) -> tuple[list[dict], dict]:
+    """Generate ``per_class`` structures of one joint class.
+
+    The space group of every try is the one of the class with the fewest
+    structures so far (failures count a twentieth), so that every space group
+    of the class is covered before any gets a second structure.
+    """
+    k = JOINT_CLASSES.index(joint_class)
+    groups = space_groups_of_class(joint_class)
+    found = dict.fromkeys(groups, 0)
+    failed = dict.fromkeys(groups, 0)
+    jitter = np.random.default_rng([seed, 7, k])
+    items, seen = [], set()
+    tries = 0
+    while len(items) < per_class and tries < max_tries:
+        tries += 1
+        score = np.array([found[g] + 0.05 * failed[g] for g in groups])
+        score += 1e-3 * jitter.random(score.size)
+        sg = groups[int(np.argmin(score))]
+        s = random_structure(sg, np.random.default_rng([seed, k, tries]))
+        if s is None or s["joint_class"] != joint_class:
+            failed[sg] += 1
+            continue
+        key = json.dumps([s["lattice"], s["atoms"]])
+        if key in seen:
+            failed[sg] += 1
+            continue
+        seen.add(key)
+        if s["space_group"] != sg:
+            failed[sg] += 1
+        found[s["space_group"]] += 1
+        s["seed"] = [seed, k, tries]
+        items.append(s)
+    return items, {"tries": tries, "space_groups": {g: n for g, n in found.items()}}
+
+
+def _generate_class_star(args):
+    return args[0], _generate_class(*args)
+
+
 def generate_structures(
     per_class: int = 40,
     seed: int = 0,
     fractions: tuple = (0.8, 0.1, 0.1),
-    max_tries: int = 200_000,
+    max_tries_factor: int = 20,
     verbose: bool = False,
     classes: tuple | None = None,
+    processes: int = 1,
+    checkpoint_dir=None,
 ) -> list[dict]:
     """Generate a class-balanced list of random structures.
 
@@ -304,16 +357,23 @@ def generate_structures(
     per_class
         Number of structures per joint class.
     seed
-        Global seed; the result is deterministic given it.
+        Global seed; the result is deterministic given it (whatever the number
+        of processes).
     fractions
         Train, val and test fractions, applied within every class (each class
         gets at least one val and one test structure when ``per_class >= 3``).
-    max_tries
-        Upper limit on generation attempts.
+    max_tries_factor
+        A class stops after ``max_tries_factor * per_class`` attempts, with
+        fewer structures if generation keeps failing (reported).
     verbose
         Print progress.
     classes
         Joint classes to generate (default: all 23).
+    processes
+        Number of worker processes (classes are generated in parallel).
+    checkpoint_dir
+        If given, every finished class is written there and reused when the
+        command is run again (resume after an interruption).
 
     Returns
     -------
@@ -322,36 +382,48 @@ def generate_structures(
         ``id``, ``split`` and ``seed`` added.
     """
     classes = tuple(classes or JOINT_CLASSES)
-    groups = {jc: space_groups_of_class(jc) for jc in classes}
-    by_class = {jc: [] for jc in classes}
-    seen = set()
-    tries = 0
-    while tries < max_tries:
-        missing = [jc for jc in classes if len(by_class[jc]) < per_class]
-        if not missing:
-            break
-        for jc in missing:
-            tries += 1
-            rng = np.random.default_rng([seed, tries])
-            sg = int(rng.choice(groups[jc]))
-            s = random_structure(sg, rng)
-            if s is None:
-                continue
-            key = json.dumps([s["lattice"], s["atoms"]])
-            if key in seen or len(by_class.get(s["joint_class"], [None] * per_class)) >= per_class:
-                continue
-            seen.add(key)
-            s["seed"] = [seed, tries]
-            by_class[s["joint_class"]].append(s)
+    max_tries = max_tries_factor * per_class
+    results = {}
+    todo = []
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for jc in classes:
+        part = _part_path(checkpoint_dir, jc, per_class, seed)
+        if part is not None and part.exists():
+            results[jc] = json.loads(part.read_text())
+        else:
+            todo.append((jc, per_class, seed, max_tries))
+
+    def done(jc, res):
+        items, info = res
+        results[jc] = {"structures": items, "info": info}
+        part = _part_path(checkpoint_dir, jc, per_class, seed)
+        if part is not None:
+            tmp = part.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results[jc]))
+            tmp.replace(part)
         if verbose:
+            covered = sum(n > 0 for n in info["space_groups"].values())
             print(
-                f"tries {tries}: "
-                + " ".join(f"{jc.split()[0]}{len(v)}" for jc, v in by_class.items()),
+                f"{jc:10s} {len(items):4d} structures, {info['tries']:5d} tries, "
+                f"{covered}/{len(info['space_groups'])} space groups",
                 file=sys.stderr,
             )
+
+    if processes > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(processes) as pool:
+            for jc, res in pool.imap_unordered(_generate_class_star, todo):
+                done(jc, res)
+    else:
+        for args in todo:
+            done(args[0], _generate_class(*args))
+
     structures = []
     for jc in classes:
-        items = by_class[jc]
+        items = results[jc]["structures"]
         n = len(items)
         n_val = max(1 if n >= 3 else 0, int(round(fractions[1] * n)))
         n_test = max(1 if n >= 3 else 0, int(round(fractions[2] * n)))
@@ -363,6 +435,13 @@ def generate_structures(
     for i, s in enumerate(structures):
         s["id"] = f"s{seed}-{i:05d}"
     return structures
+
+
+def _part_path(directory, joint_class, per_class, seed):
+    if directory is None:
+        return None
+    k = JOINT_CLASSES.index(joint_class)
+    return Path(directory) / f"seed{seed}-n{per_class}-class{k:02d}.json"
 
 
 def save_structures(structures: list[dict], path) -> None:
@@ -391,19 +470,40 @@ def class_counts(structures: list[dict]) -> dict:
     return table
 
 
+def space_group_counts(structures: list[dict]) -> dict:
+    """Number of structures per space group (1-230)."""
+    counts = dict.fromkeys(range(1, 231), 0)
+    for s in structures:
+        counts[s["space_group"]] += 1
+    return counts
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-class", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument(
+        "--checkpoint-dir", help="finished classes are kept here; rerun to resume"
+    )
     args = p.parse_args(argv)
     t0 = time.time()
-    structures = generate_structures(args.per_class, args.seed, verbose=True)
+    structures = generate_structures(
+        args.per_class,
+        args.seed,
+        verbose=True,
+        processes=args.processes,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     save_structures(structures, args.out)
     counts = class_counts(structures)
     print(f"{len(structures)} structures in {time.time() - t0:.0f} s")
     for jc, c in counts.items():
         print(f"{jc:10s} " + " ".join(f"{k}={v}" for k, v in c.items()))
+    groups = space_group_counts(structures)
+    missing = [n for n in range(1, 231) if groups[n] == 0]
+    print(f"space groups covered: {230 - len(missing)}/230" + (f", missing {missing}" if missing else ""))
 
 
 if __name__ == "__main__":

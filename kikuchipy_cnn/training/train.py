@@ -79,6 +79,8 @@ log = logging.getLogger("kikuchipy_cnn.training")
 DEFAULT_CONFIG: dict = {
     "seed": 0,
     "threads": 1,
+    # commands that build the data the run reads (the card's reproduction recipe)
+    "data_commands": ["python -m kikuchipy_cnn.training.kinematical"],
     "model": {},  # ModelConfig fields
     "preprocessing": Preprocessing().to_dict(),
     "data": {
