@@ -22,13 +22,32 @@ def small_set():
     )
 
 
-def test_all_classes_present_in_structure_list():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_classes_present_in_structure_list(seed):
     from kikuchipy_cnn.training.master_patterns import TRAINING_DATA
 
-    STRUCTURES = TRAINING_DATA / "structures_seed0.json"  # committed
-    counts = st.class_counts(st.load_structures(STRUCTURES))
+    structures = st.load_structures(TRAINING_DATA / f"structures_seed{seed}.json")  # committed
+    counts = st.class_counts(structures)
     for jc in JOINT_CLASSES:
         assert all(counts[jc][sp] > 0 for sp in st.SPLITS), jc
+    ids = [s["id"] for s in structures]
+    assert len(set(ids)) == len(ids)
+    if seed == 1:  # the round-robin generator covers every space group
+        groups = st.space_group_counts(structures)
+        assert all(groups[n] > 0 for n in range(1, 231))
+        assert all(counts[jc] == {"train": 200, "val": 25, "test": 25} for jc in JOINT_CLASSES)
+
+
+@pytest.mark.parametrize("sg", [196, 203, 209, 222, 228])
+def test_general_position_groups_keep_their_symmetry(sg):
+    """Groups whose random structures rise in symmetry unless one species sits
+    on the general position."""
+    for i in range(12):
+        s = st.random_structure(sg, np.random.default_rng([2, i]))
+        if s is not None and s["space_group"] == sg:
+            assert _spglib_number(s) == sg
+            return
+    pytest.fail(f"no structure of space group {sg} in 12 tries")
 
 
 def test_disjoint_splits(small_set):

@@ -119,9 +119,13 @@ def reflectors(
     xyz = np.array([atom[1] for atom in structure["atoms"]], dtype=float)
     a, b = _scattering_parameters(elements)
     s2 = (g_len / 2) ** 2
-    f = (a[None] * np.exp(-b[None] * s2[:, None, None])).sum(axis=2)  # (m, atoms)
-    phase = np.exp(2j * np.pi * hkl @ xyz.T)
-    F = (f * phase).sum(axis=1) * np.exp(-debye_waller * s2)
+    F = np.empty(len(hkl), dtype=complex)
+    step = max(1, 2_000_000 // (len(xyz) * a.shape[-1]))  # bounded memory for large cells
+    for i in range(0, len(hkl), step):
+        sl = slice(i, i + step)
+        f = (a[None] * np.exp(-b[None] * s2[sl, None, None])).sum(axis=2)  # (m, atoms)
+        F[sl] = (f * np.exp(2j * np.pi * hkl[sl] @ xyz.T)).sum(axis=1)
+    F *= np.exp(-debye_waller * s2)
     I = np.abs(F) ** 2
     keep = I >= min_intensity * I.max()
     order = np.argsort(I[keep])[::-1][:max_reflectors]
