@@ -11,7 +11,7 @@ from orix.crystal_map import CrystalMap
 
 from kikuchipy_cnn.card import ModelCard
 from kikuchipy_cnn.crystal_map import build_crystal_map
-from kikuchipy_cnn.engine import get_session
+from kikuchipy_cnn.engine import default_batch_size, get_session
 from kikuchipy_cnn.preprocessing import preprocess
 from kikuchipy_cnn.registry import get_model
 from kikuchipy_cnn._chunks import compute, map_patterns
@@ -160,7 +160,7 @@ def _prepare(signal, model, navigation_mask, batch_size, providers, static_backg
     nav_shape, step_sizes, scan_unit = _navigation(signal)
     mask = validate_mask(navigation_mask, nav_shape)
     card = resolve_model(model)
-    if int(batch_size) < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size}")
     bg = static_background_of(signal, static_background)
     if show_progressbar is None:
@@ -168,7 +168,9 @@ def _prepare(signal, model, navigation_mask, batch_size, providers, static_backg
 
         show_progressbar = preferences.General.show_progressbar
     session = get_session(card, providers)  # fail early, before any chunk runs
-    return nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session
+    if batch_size is None:
+        batch_size = default_batch_size(session.provider)
+    return nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session, batch_size
 
 
 def map_model(signal, nav_shape, mask, card, session, batch_size, bg, func, out_shape, **extra):
@@ -194,7 +196,7 @@ def classify_structure(
     model: str | ModelCard | None = None,
     navigation_mask: np.ndarray | None = None,
     min_score: float | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     providers: list[str] | None = None,
     static_background: np.ndarray | str | None = "auto",
     show_progressbar: bool | None = None,
@@ -226,7 +228,8 @@ def classify_structure(
         ``phase_id = -1`` (not classified). If not given, the model card's
         recommended value. Pass 0 to assign every pattern a class.
     batch_size
-        Patterns per inference batch.
+        Patterns per inference batch. If not given, 4096 on a GPU and 256
+        on the CPU; halved automatically if the device runs out of memory.
     providers
         ONNX Runtime execution providers. If not given, CUDA when it is
         usable, otherwise the CPU.
@@ -281,7 +284,7 @@ def classify_structure(
     """
     if min_score is not None and not 0 <= float(min_score) <= 1:
         raise ValueError(f"min_score must be in [0, 1], not {min_score}")
-    nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session = _prepare(
+    nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session, batch_size = _prepare(
         signal, model, navigation_mask, batch_size, providers, static_background,
         show_progressbar,
     )

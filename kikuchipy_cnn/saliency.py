@@ -93,7 +93,7 @@ def get_saliency(
     target: str = "predicted",
     method: str = "cam",
     navigation_mask: np.ndarray | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     providers: list[str] | None = None,
     static_background: np.ndarray | str | None = "auto",
     show_progressbar: bool | None = None,
@@ -131,7 +131,7 @@ def get_saliency(
     """
     if method not in METHODS:
         raise ValueError(f"Unknown saliency method {method!r}; choose from {list(METHODS)}")
-    nav_shape, _, _, mask, card, bg, show_progressbar, session = _prepare(
+    nav_shape, _, _, mask, card, bg, show_progressbar, session, batch_size = _prepare(
         signal, model, navigation_mask, batch_size, providers, static_background,
         show_progressbar,
     )

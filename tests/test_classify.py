@@ -165,8 +165,19 @@ def test_distributed_matches_in_process(ni, tiny_card_path):
     card = kikuchipy_cnn.ModelCard.from_file(tiny_card_path)
     x_local = _classify(ni, card)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         x_dist = _classify(ni.as_lazy(), card)
+        x_again = _classify(ni.as_lazy(), card)
+
+        def n_sessions():
+            from kikuchipy_cnn import engine
+
+            return len(engine._sessions)
+
+        per_worker = client.run(n_sessions)
+    # one inference session per worker that ran tasks, reused by later tasks and runs
+    assert set(per_worker.values()) <= {0, 1} and sum(per_worker.values()) >= 1
+    np.testing.assert_array_equal(x_local.phase_id, x_again.phase_id)
     np.testing.assert_array_equal(x_local.phase_id, x_dist.phase_id)
     np.testing.assert_allclose(x_local.scores, x_dist.scores, rtol=1e-6)
 
@@ -201,3 +212,24 @@ def test_candidate_phases_in_one_class_and_bad(ni, tiny_model):
     assert 1 not in xmap.phase_id
     with pytest.raises(ValueError, match="no space group"):
         _classify(ni, tiny_model, phase_list=PhaseList(Phase(name="x", point_group="m-3m")))
+
+
+@pytest.mark.parametrize("provider, expected", [("CPUExecutionProvider", 256),
+                                                ("CUDAExecutionProvider", 4096)])
+def test_default_batch_size_follows_the_device(ni, tiny_model, monkeypatch, provider, expected):
+    from kikuchipy_cnn import engine
+
+    seen = []
+    real_run = engine.InferenceSession.run
+
+    def spy(self, x, outputs=("probabilities",), batch_size=256):
+        seen.append(batch_size)
+        return real_run(self, x, outputs, batch_size)
+
+    monkeypatch.setattr(engine.InferenceSession, "run", spy)
+    monkeypatch.setattr(engine.InferenceSession, "provider", property(lambda self: provider))
+    _classify(ni, tiny_model)
+    assert seen and set(seen) == {expected}
+    seen.clear()
+    _classify(ni, tiny_model, batch_size=3)  # an explicit size wins
+    assert set(seen) == {3}
