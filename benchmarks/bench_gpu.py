@@ -25,8 +25,7 @@ def patterns(n):
 
     s0 = kp.data.nickel_ebsd_small()
     data = np.tile(s0.data.reshape(9, 60, 60), (int(np.ceil(n / 9)), 1, 1))[:n]
-    cols = 1000 if n >= 1000 else n
-    s = kp.signals.EBSD(data[: (n // cols) * cols].reshape(n // cols, cols, 60, 60))
+    s = kp.signals.EBSD(data.reshape(1, n, 60, 60))
     s.static_background = s0.static_background
     return s
 
@@ -35,6 +34,8 @@ def time_model(card, provider, x, batch_size, repeat=3):
     from kikuchipy_cnn.engine import InferenceSession, default_threads
 
     session = InferenceSession(card, [provider], default_threads())
+    if session.provider != provider:
+        raise RuntimeError(f"{provider} did not load (ONNX Runtime fell back to {session.provider})")
     session.run(x[:batch_size], batch_size=batch_size)  # warm-up (CUDA kernels, arena)
     best = np.inf
     for _ in range(repeat):

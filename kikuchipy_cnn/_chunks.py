@@ -15,9 +15,10 @@ import numpy as np
 
 
 def _chunk_patterns(n_pattern_pixels: int, batch_size: int) -> int:
-    # About 32 MB of float32 patterns per chunk, and at least one batch
-    per_chunk = max(batch_size, int(32e6 // (4 * max(n_pattern_pixels, 1))))
-    return per_chunk
+    # About 32 MB of float32 patterns per chunk; up to 128 MB to hold one
+    # full batch (large GPU batches of small patterns), never more
+    nbytes = 4 * max(n_pattern_pixels, 1)
+    return max(1, int(32e6 // nbytes), min(batch_size, int(128e6 // nbytes)))
 
 
 def map_patterns(
@@ -47,7 +48,9 @@ def map_patterns(
     navigation_mask
         Boolean array of ``nav_shape``, True for excluded patterns.
     chunk_patterns
-        Minimum number of patterns per chunk (e.g. the inference batch size).
+        Wanted number of patterns per chunk (e.g. the inference batch size);
+        chunks hold about 32 MB of patterns, more to reach ``chunk_patterns``
+        but never more than 128 MB.
 
     Returns
     -------

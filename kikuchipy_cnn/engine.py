@@ -108,6 +108,7 @@ class InferenceSession:
     """
 
     def __init__(self, card: ModelCard, providers: list[str], threads: int):
+        self._max_batch = 2**31  # lowered when the device runs out of memory
         ort = _ort()
         card.verify_weights()
         opts = ort.SessionOptions()
@@ -193,7 +194,7 @@ class InferenceSession:
             Output roles from the card, e.g. ``("probabilities", "cam")``.
         batch_size
             Patterns per run. Halved and retried when the device runs out of
-            memory.
+            memory; later runs of this session start from the reduced size.
 
         Returns
         -------
@@ -211,6 +212,8 @@ class InferenceSession:
         parts: dict[str, list] = {r: [] for r in outputs}
         start = 0
         n = x.shape[0]
+        # a size that ran out of memory before is not tried again
+        batch_size = min(int(batch_size), self._max_batch)
         while start < n:
             stop = min(start + batch_size, n)
             try:
@@ -218,6 +221,7 @@ class InferenceSession:
             except Exception as e:
                 if batch_size > 1 and _is_out_of_memory(e):
                     batch_size //= 2
+                    self._max_batch = min(self._max_batch, batch_size)
                     _warn_once(
                         "oom", f"Device out of memory: batch size reduced to {batch_size}"
                     )

@@ -83,6 +83,9 @@ def test_out_of_memory_retries_smaller_batches(tiny_card_path):
         got = s.run(x, batch_size=8)["probabilities"]
     np.testing.assert_allclose(got, np.concatenate([y, y]), atol=tol)
     assert seen[:3] == [8, 4, 2] and max(seen[3:]) <= 2
+    seen.clear()
+    s.run(x, batch_size=8)  # the next chunk does not run out of memory again
+    assert max(seen) <= 2
 
 
 def test_unknown_output_role(tiny_card_path):

@@ -1,5 +1,7 @@
 """Fast tests of the training data engine."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,21 @@ def test_disjoint_splits(small_set):
     assert not ids["val"] & ids["test"]
     keys = [str((s["lattice"], s["atoms"])) for s in small_set]
     assert len(set(keys)) == len(keys)  # no structure in two splits
+
+
+def test_generation_same_in_parallel_and_resumes(small_set, tmp_path):
+    classes = ("mC 2/m", "hR -3m", "cI m-3m", "tP 4/m")
+    par = st.generate_structures(per_class=3, seed=5, classes=classes, processes=2,
+                                 checkpoint_dir=tmp_path)
+    assert par == small_set
+    parts = sorted(tmp_path.glob("*.json"))
+    assert len(parts) == 4
+    # a resumed run reads finished classes instead of generating them again
+    data = json.loads(parts[0].read_text())
+    data["structures"][0]["n_atoms"] = -1  # a marker only a reread can return
+    parts[0].write_text(json.dumps(data))
+    again = st.generate_structures(per_class=3, seed=5, classes=classes, checkpoint_dir=tmp_path)
+    assert sum(s["n_atoms"] == -1 for s in again) == 1
 
 
 def test_labels_match_spglib_and_limits(small_set):

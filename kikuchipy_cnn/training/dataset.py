@@ -1,7 +1,9 @@
 """Write a fixed dataset of degraded, preprocessed patterns to chunked HDF5.
 
 Command line (resumable: an interrupted file is extended chunk by chunk; a
-chunk's patterns depend only on the seed and the chunk index)::
+chunk's patterns depend only on the master patterns, the seed and the chunk
+index, and a file is only extended with the settings and master patterns it was
+started with)::
 
     python -m kikuchipy_cnn.training.dataset --split train --n 200000 --out train.h5 \
         --cache models/training-data/masters models/training-data/kinematical
@@ -87,9 +89,19 @@ def write_dataset(
                 versions=json.dumps(_versions()),
                 recipe=json.dumps(recipe.to_dict()),
                 masters=json.dumps([m.get("id") for m in masters.meta]),
+                dynamical_fraction=json.dumps(masters.dynamical_fraction),
             )  # fmt: skip
-        if f.attrs["seed"] != seed or f.attrs["n"] != n or f.attrs["split"] != split:
-            raise ValueError("Existing file was written with other settings")
+        settings = {
+            "seed": seed, "n": n, "split": split, "recipe": json.dumps(recipe.to_dict()),
+            "masters": json.dumps([m.get("id") for m in masters.meta]),
+            "dynamical_fraction": json.dumps(masters.dynamical_fraction),
+        }  # fmt: skip
+        other = [k for k, v in settings.items() if k not in f.attrs or f.attrs[k] != v]
+        if other or "space_group" not in f:
+            raise ValueError(
+                f"Existing file {out} was written with other settings ({', '.join(other) or 'an older version'}): "
+                "write to a new file, or run with the same settings and master patterns"
+            )
         done = int(f.attrs["n_done"])
         sg_of = {str(m.get("id")): int(m.get("space_group", 0)) for m in masters.meta}
         for start in range(done, n, CHUNK):

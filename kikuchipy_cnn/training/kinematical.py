@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
-from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, save_master
+from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, parse_shard, save_master
 
 __all__ = ["kinematical_master_pattern", "lambert_directions", "reflectors", "wavelength"]
 
@@ -197,7 +197,10 @@ def main(argv=None):
     p.add_argument("--splits", default="train,val,test")
     p.add_argument("--shard", default="0/1", help="I/N: this worker's share of N")
     args = p.parse_args(argv)
-    i, n = (int(v) for v in args.shard.split("/"))
+    try:
+        i, n = parse_shard(args.shard)
+    except ValueError as e:
+        p.error(str(e))
     run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=(i, n))
 
 

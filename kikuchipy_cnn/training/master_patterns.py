@@ -392,6 +392,17 @@ def run(
         )
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"I/N"`` (worker I of N, 0 <= I < N) of the ``--shard`` options."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must be I/N, e.g. 0/2, not {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: I must be in 0..N-1")
+    return i, n
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--structures", required=True)
@@ -402,7 +413,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--shard", default="0/1", help="I/N: this worker's share of N")
     args = p.parse_args(argv)
-    i, n = (int(v) for v in args.shard.split("/"))
+    try:
+        i, n = parse_shard(args.shard)
+    except ValueError as e:
+        p.error(str(e))
     run(
         args.structures, args.out, npx=args.npx, n_electrons=args.electrons,
         max_seconds=args.max_seconds, limit=args.limit, shard=(i, n),

@@ -12,7 +12,9 @@ Command line::
         --processes 2 --checkpoint-dir structures.parts --out structures.json
 
 Within a class, every try uses the space group with the fewest structures so
-far, so all 230 space groups are covered.
+far (failed tries count a twentieth), so with enough structures per class every
+space group is covered (250 per class cover all 230: the command prints the
+coverage).
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ MAX_VOLUME = 1500.0  # Å^3
 SPLITS = ("train", "val", "test")
 
 # Space groups whose random structures almost always come out with higher
-# symmetry unless one species sits on the general position (measured: no
-# structure of these groups in 600 tries otherwise): its multiplicity
+# symmetry unless one species fills a large orbit of low site symmetry
+# (measured: no structure of these groups in 600 tries otherwise): the number
+# of atoms of that species
 _NEEDS_LARGE_ORBIT = {
     196: 48, 202: 48, 203: 96, 209: 96, 210: 96, 219: 96, 222: 48, 226: 192, 228: 192,
 }
@@ -165,7 +168,7 @@ def _random_composition(sg: int, rng) -> tuple[list[str], list[int]]:
     counts = []
     budget = _max_atoms(sg)
     if sg in _NEEDS_LARGE_ORBIT:
-        # one atom type on the general position
+        # one atom type on a large orbit of low site symmetry
         counts.append(_NEEDS_LARGE_ORBIT[sg])
         budget -= counts[0]
         mults = [m for m in mults if m <= 16]
@@ -307,8 +310,9 @@ def _generate_class(
     """Generate ``per_class`` structures of one joint class.
 
     The space group of every try is the one of the class with the fewest
-    structures so far (failures count a twentieth), so that every space group
-    of the class is covered before any gets a second structure.
+    structures so far (failures count a twentieth), so that the space groups
+    of the class are covered evenly, including those where generation often
+    fails.
     """
     k = JOINT_CLASSES.index(joint_class)
     groups = space_groups_of_class(joint_class)
@@ -360,8 +364,9 @@ def generate_structures(
     per_class
         Number of structures per joint class.
     seed
-        Global seed; the result is deterministic given it (whatever the number
-        of processes).
+        Global seed; the result is deterministic given it, whatever the number
+        of processes (unless a pyxtal call hits its wall-clock time limit on
+        an overloaded machine, which changes later choices of that class).
     fractions
         Train, val and test fractions, applied within every class (each class
         gets at least one val and one test structure when ``per_class >= 3``).
@@ -392,7 +397,7 @@ def generate_structures(
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     for jc in classes:
-        part = _part_path(checkpoint_dir, jc, per_class, seed)
+        part = _part_path(checkpoint_dir, jc, per_class, seed, max_tries)
         if part is not None and part.exists():
             results[jc] = json.loads(part.read_text())
         else:
@@ -401,7 +406,7 @@ def generate_structures(
     def done(jc, res):
         items, info = res
         results[jc] = {"structures": items, "info": info}
-        part = _part_path(checkpoint_dir, jc, per_class, seed)
+        part = _part_path(checkpoint_dir, jc, per_class, seed, max_tries)
         if part is not None:
             tmp = part.with_suffix(".tmp")
             tmp.write_text(json.dumps(results[jc]))
@@ -440,11 +445,11 @@ def generate_structures(
     return structures
 
 
-def _part_path(directory, joint_class, per_class, seed):
+def _part_path(directory, joint_class, per_class, seed, max_tries):
     if directory is None:
         return None
     k = JOINT_CLASSES.index(joint_class)
-    return Path(directory) / f"seed{seed}-n{per_class}-class{k:02d}.json"
+    return Path(directory) / f"seed{seed}-n{per_class}-t{max_tries}-class{k:02d}.json"
 
 
 def save_structures(structures: list[dict], path) -> None:
