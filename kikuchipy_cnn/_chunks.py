@@ -14,6 +14,11 @@ import dask.array as da
 import numpy as np
 
 
+#: Largest block of a lazy signal classified as one task (raw bytes); larger
+#: blocks are split in halves of this
+MAX_BLOCK_BYTES = 256e6
+
+
 def _chunk_patterns(n_pattern_pixels: int, batch_size: int) -> int:
     # About 32 MB of float32 patterns per chunk; up to 128 MB to hold one
     # full batch (large GPU batches of small patterns), never more
@@ -48,9 +53,11 @@ def map_patterns(
     navigation_mask
         Boolean array of ``nav_shape``, True for excluded patterns.
     chunk_patterns
-        Wanted number of patterns per chunk (e.g. the inference batch size);
-        chunks hold about 32 MB of patterns, more to reach ``chunk_patterns``
-        but never more than 128 MB.
+        Wanted number of patterns per step (e.g. the inference batch size):
+        steps hold about 32 MB of patterns, more to reach ``chunk_patterns``
+        but never more than 128 MB. Eager data are cut into chunks of one
+        step; lazy data keep their blocks (those above 256 MB are split) and
+        each block is worked through step by step.
 
     Returns
     -------
@@ -63,7 +70,14 @@ def map_patterns(
     flat_shape = (n,) + tuple(sig_shape)
     chunk = _chunk_patterns(int(np.prod(sig_shape)), chunk_patterns)
     if isinstance(data, da.Array):
-        flat = data.reshape(flat_shape).rechunk({0: chunk, 1: -1, 2: -1})
+        flat = data.reshape(flat_shape).rechunk({1: -1, 2: -1})
+        # Keep the stored blocks (usually the file's chunks) whenever they are
+        # not too large: splitting a block into many small tasks lets dask read
+        # blocks far ahead of the work, so memory grows with the scan. Work
+        # inside a block goes in steps of ``chunk`` patterns instead.
+        pattern_bytes = int(np.prod(sig_shape)) * flat.dtype.itemsize
+        if max(flat.chunks[0]) * pattern_bytes > MAX_BLOCK_BYTES:
+            flat = flat.rechunk({0: max(chunk, int(MAX_BLOCK_BYTES // 2 // pattern_bytes))})
     else:
         flat = da.from_array(np.asarray(data).reshape(flat_shape), chunks=(chunk, -1, -1))
     if navigation_mask is None:
@@ -76,6 +90,7 @@ def map_patterns(
         mask[:, None, None],
         block_func=func,
         block_kwargs=kwargs,
+        step=chunk,
         chunks=(flat.chunks[0],) + tuple((s,) for s in out_shape),
         drop_axis=[1, 2],
         new_axis=list(range(1, 1 + len(out_shape))) or None,
@@ -96,5 +111,13 @@ def compute(arr: da.Array, show_progressbar: bool) -> np.ndarray:
         return arr.compute()
 
 
-def _apply(patterns, excluded, block_func, block_kwargs):
-    return block_func(patterns, excluded[:, 0, 0], **block_kwargs)
+def _apply(patterns, excluded, block_func, block_kwargs, step):
+    excluded = excluded[:, 0, 0]
+    if len(patterns) <= step:
+        return block_func(patterns, excluded, **block_kwargs)
+    return np.concatenate(
+        [
+            block_func(patterns[i : i + step], excluded[i : i + step], **block_kwargs)
+            for i in range(0, len(patterns), step)
+        ]
+    )

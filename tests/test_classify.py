@@ -233,3 +233,39 @@ def test_default_batch_size_follows_the_device(ni, tiny_model, monkeypatch, prov
     seen.clear()
     _classify(ni, tiny_model, batch_size=3)  # an explicit size wins
     assert set(seen) == {3}
+
+
+def _mean_per_pattern(patterns, excluded, calls):
+    calls.append(len(patterns))
+    out = patterns.reshape(len(patterns), -1).mean(axis=1).astype(np.float32)
+    out[excluded] = np.nan
+    return out[:, None]
+
+
+def test_lazy_blocks_kept_and_worked_through_in_steps(monkeypatch):
+    """A lazy scan's stored blocks are mapped one task each (no splitting
+    into many small tasks that dask would read far ahead), and each block is
+    worked through in steps."""
+    import dask.array as da
+
+    from kikuchipy_cnn import _chunks
+
+    rng = np.random.default_rng(0)
+    data = rng.random((6, 50, 8, 8)).astype(np.float32)
+    mask = np.zeros((6, 50), bool)
+    mask[2, 7] = True
+    lazy = da.from_array(data, chunks=(2, 50, 8, 8))  # blocks of 100 patterns
+    monkeypatch.setattr(_chunks, "_chunk_patterns", lambda n_pixels, batch: 30)
+    calls = []
+    out = _chunks.map_patterns(lazy, (6, 50), _mean_per_pattern, (1,), mask, 30, calls=calls)
+    assert out.numblocks[0] == 3
+    got = _chunks.compute(out, False)[:, 0]
+    expect = data.reshape(300, -1).mean(axis=1)
+    expect[2 * 50 + 7] = np.nan
+    np.testing.assert_allclose(got, expect, rtol=1e-6)
+    assert sorted(calls) == sorted([30, 30, 30, 10] * 3)
+    # blocks above the limit are split
+    monkeypatch.setattr(_chunks, "MAX_BLOCK_BYTES", 100 * 8 * 8 * 4 - 1)
+    out = _chunks.map_patterns(lazy, (6, 50), _mean_per_pattern, (1,), mask, 30, calls=[])
+    assert out.numblocks[0] > 3
+    np.testing.assert_allclose(_chunks.compute(out, False)[:, 0], expect, rtol=1e-6)
