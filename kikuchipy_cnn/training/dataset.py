@@ -73,6 +73,12 @@ def write_dataset(
         raise ValueError(f"No cached master patterns of split {split!r} in {cache}")
     size = recipe.size
     str_dt = h5py.string_dtype()
+    # what a file's patterns depend on: written once, checked on resume
+    settings = {
+        "seed": seed, "n": n, "split": split, "recipe": json.dumps(recipe.to_dict()),
+        "masters": json.dumps([m.get("id") for m in masters.meta]),
+        "dynamical_fraction": json.dumps(masters.dynamical_fraction),
+    }  # fmt: skip
     with h5py.File(out, "a") as f:
         if "x" not in f:
             f.create_dataset("x", (n, 1, size, size), "f4", chunks=(CHUNK, 1, size, size),
@@ -84,18 +90,9 @@ def write_dataset(
             f.create_dataset("space_group", (n,), "i2")
             f.create_dataset("geometry", (n,), str_dt)
             f.attrs.update(
-                n_done=0, seed=seed, split=split, n=n,
-                joint_classes=json.dumps(JOINT_CLASSES),
-                versions=json.dumps(_versions()),
-                recipe=json.dumps(recipe.to_dict()),
-                masters=json.dumps([m.get("id") for m in masters.meta]),
-                dynamical_fraction=json.dumps(masters.dynamical_fraction),
+                n_done=0, joint_classes=json.dumps(JOINT_CLASSES),
+                versions=json.dumps(_versions()), **settings,
             )  # fmt: skip
-        settings = {
-            "seed": seed, "n": n, "split": split, "recipe": json.dumps(recipe.to_dict()),
-            "masters": json.dumps([m.get("id") for m in masters.meta]),
-            "dynamical_fraction": json.dumps(masters.dynamical_fraction),
-        }  # fmt: skip
         other = [k for k, v in settings.items() if k not in f.attrs or f.attrs[k] != v]
         if other or "space_group" not in f:
             raise ValueError(

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kikuchipy_cnn import symmetry
+from kikuchipy_cnn.symmetry import LEVELS as SYMMETRY_LEVELS
 from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info, level_names, marginalise
 from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
-LEVELS = symmetry.LEVELS + ("joint",)
+LEVELS = SYMMETRY_LEVELS + ("joint",)
 THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 
 
@@ -121,6 +121,8 @@ def dynamical_nickel_patterns(n: int = 600, seed: int = 0):
     import kikuchipy as kp
     from orix.quaternion import Rotation
 
+    from kikuchipy_cnn.training.projection import random_quaternions
+
     rng = np.random.default_rng(seed)
     mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="both")
     sizes = (60, 80, 120, 160, 240)
@@ -132,8 +134,7 @@ def dynamical_nickel_patterns(n: int = 600, seed: int = 0):
                 shape=(size, size), pc=pc, sample_tilt=rng.uniform(68, 72),
                 tilt=rng.uniform(0, 8),
             )
-            q = rng.standard_normal((per, 4))  # uniform in SO(3), seeded
-            rot = Rotation(q / np.linalg.norm(q, axis=1, keepdims=True))
+            rot = Rotation(random_quaternions(per, rng))
             s = mp.get_patterns(rot, det, energy=20, compute=True, show_progressbar=False, dtype_out=np.float32)
             data = s.data.astype(np.float64)
             data = (data - data.min()) / (data.max() - data.min())

@@ -238,9 +238,6 @@ def export_run(
         }
 
     cfg = ck["config"]
-    if cfg_src.is_file():  # the run's config file may document the data steps better
-        cfg = {**cfg, "data_commands": yaml.safe_load(cfg_src.read_text()).get(
-            "data_commands", cfg.get("data_commands", []))}
     data = cfg.get("data", {})
     classes = []
     for label in JOINT_CLASSES:

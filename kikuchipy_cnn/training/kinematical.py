@@ -195,13 +195,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--npx", type=int, default=64)
     p.add_argument("--splits", default="train,val,test")
-    p.add_argument("--shard", default="0/1", help="I/N: this worker's share of N")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), help="I/N: this worker's share of N")
     args = p.parse_args(argv)
-    try:
-        i, n = parse_shard(args.shard)
-    except ValueError as e:
-        p.error(str(e))
-    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=(i, n))
+    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=args.shard)
 
 
 if __name__ == "__main__":

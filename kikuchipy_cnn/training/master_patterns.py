@@ -393,13 +393,14 @@ def run(
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"I/N"`` (worker I of N, 0 <= I < N) of the ``--shard`` options."""
+    """Parse ``"I/N"`` (worker I of N, 0 <= I < N): the argparse type of the
+    ``--shard`` options."""
     try:
         i, n = (int(v) for v in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"--shard must be I/N, e.g. 0/2, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be I/N, e.g. 0/2, not {text!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: I must be in 0..N-1")
+        raise argparse.ArgumentTypeError(f"{text}: I must be in 0..N-1")
     return i, n
 
 
@@ -411,15 +412,11 @@ def main(argv=None):
     p.add_argument("--electrons", type=int, default=30_000)
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--shard", default="0/1", help="I/N: this worker's share of N")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), help="I/N: this worker's share of N")
     args = p.parse_args(argv)
-    try:
-        i, n = parse_shard(args.shard)
-    except ValueError as e:
-        p.error(str(e))
     run(
         args.structures, args.out, npx=args.npx, n_electrons=args.electrons,
-        max_seconds=args.max_seconds, limit=args.limit, shard=(i, n),
+        max_seconds=args.max_seconds, limit=args.limit, shard=args.shard,
     )  # fmt: skip
 
 
