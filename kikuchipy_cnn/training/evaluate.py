@@ -242,13 +242,14 @@ def main(argv=None):
     t0 = time.time()
     results, rows = {}, {}
     if "a" in args.parts:
-        from kikuchipy_cnn.training.kinematical import DEFAULT_OUT as KINEMATICAL
+        from kikuchipy_cnn.training.kinematical import DEFAULT_OUT, FITTED_OUT
 
         results["a. held-out structures, dynamical"] = eval_simulated_test(args.model, args.n_simulated)
-        if (KINEMATICAL / "test").is_dir():
-            results["a. held-out structures, kinematical"] = eval_simulated_test(
-                args.model, args.n_simulated, directory=KINEMATICAL
-            )
+        for name, directory in (("step", DEFAULT_OUT), ("fitted", FITTED_OUT)):
+            if (directory / "test").is_dir():
+                results[f"a. held-out structures, kinematical ({name} bands)"] = eval_simulated_test(
+                    args.model, args.n_simulated, directory=directory
+                )
     if "b" in args.parts:
         results["b. ../shared/data"], rows["b. ../shared/data"] = eval_shared(args.model)
     if "c" in args.parts:

@@ -4,11 +4,15 @@ to the dynamical master patterns for breadth over structures.
 
 Structure factors are summed over every atom of the conventional cell (no
 symmetry grouping, so any setting is exact), with Doyle-Turner electron
-scattering factors and Debye-Waller damping exp(-B s^2). Each reflector
-``g`` adds a band of half-width equal to its Bragg angle around its lattice
-plane, with intensity ``|F_g|`` (kikuchipy's ``scaling="linear"``).
+scattering factors and Debye-Waller damping exp(-B s^2). By default each
+reflector ``g`` adds a band drawn with the profile fitted to the dynamical
+master patterns (bright inside, dark flanks outside its edges, strength
+``|F_g|^2``; :mod:`kikuchipy_cnn.training.band_profile`), which brings the
+kinematical masters closer to dynamical ones; ``--band-profile step`` gives
+the plain kinematical band of half-width equal to its Bragg angle and
+intensity ``|F_g|`` (kikuchipy's ``scaling="linear"``; used by model 0.1.0).
 
-    python -m kikuchipy_cnn.training.kinematical --out models/training-data/kinematical \
+    python -m kikuchipy_cnn.training.kinematical \
         --structures models/training-data/structures_seed1.json [--shard 0/2]
 """
 
@@ -28,6 +32,9 @@ from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, parse_shard, s
 __all__ = ["kinematical_master_pattern", "lambert_directions", "reflectors", "wavelength"]
 
 DEFAULT_OUT = TRAINING_DATA / "kinematical"
+#: Kinematical masters drawn with the band profile fitted to the dynamical
+#: masters (:mod:`kikuchipy_cnn.training.band_profile`)
+FITTED_OUT = TRAINING_DATA / "kinematical-fitted"
 
 
 def wavelength(energy_kev: float) -> float:
@@ -135,32 +142,64 @@ def reflectors(
 
 def kinematical_master_pattern(
     structure: dict, energy_kev: float = 20.0, npx: int = 64, dmin: float = 0.5,
-    debye_waller: float = 0.5, chunk: int = 256,
+    debye_waller: float = 0.5, chunk: int = 256, band_profile: dict | None = None,
+    relative_contrast: float = 0.23,
 ) -> np.ndarray:
     """Kinematical master pattern ``(2, 2 npx + 1, 2 npx + 1)`` (north,
-    south) in the square Lambert projection, float32, of a P1 cell."""
+    south) in the square Lambert projection, float32, of a P1 cell.
+
+    Without ``band_profile`` each band is a step of height ``|F|`` between
+    its Bragg angles. With a profile from
+    :func:`kikuchipy_cnn.training.band_profile.load_profile`, each band
+    follows that profile (dark flanks included) with strength
+    ``|F|^exponent``, and the pattern is scaled to mean 1 and standard
+    deviation ``relative_contrast`` (de-ebsd's dynamical masters: 0.11-0.39,
+    median 0.23) and clipped at 0.
+    """
     _, normals, (d, F) = reflectors(structure, dmin=dmin, debye_waller=debye_waller)
     sin_theta = wavelength(energy_kev) / (2 * d)
-    weight = np.abs(F)
     v = lambert_directions(npx).reshape(-1, 3)
     out = np.zeros(v.shape[0], dtype=np.float64)
-    for start in range(0, len(normals), chunk):
-        n_ = normals[start : start + chunk]
-        dots = np.abs(v @ n_.T)
-        out += (dots <= sin_theta[None, start : start + chunk]) @ weight[start : start + chunk]
+    if band_profile is None:
+        weight = np.abs(F)
+        for start in range(0, len(normals), chunk):
+            n_ = normals[start : start + chunk]
+            dots = np.abs(v @ n_.T)
+            out += (dots <= sin_theta[None, start : start + chunk]) @ weight[start : start + chunk]
+    else:
+        from kikuchipy_cnn.training.band_profile import _TABLE_STEP, profile_table
+
+        table = profile_table(band_profile)
+        weight = np.abs(F) ** band_profile["exponent"]
+        scale = _TABLE_STEP / sin_theta
+        last = len(table) - 1
+        for start in range(0, len(normals), chunk):
+            sl = slice(start, start + chunk)
+            idx = np.abs(v @ normals[sl].T) * scale[None, sl]
+            np.minimum(idx, last, out=idx)
+            out += table[idx.astype(np.intp)] @ weight[sl]
+        out = np.clip(1 + relative_contrast * (out - out.mean()) / (out.std() or 1.0), 0, None)
     n = 2 * npx + 1
     return out.reshape(2, n, n).astype(np.float32)
 
 
 def run(
-    structures_file, out_dir=DEFAULT_OUT, npx: int = 64, log=sys.stdout, splits=None,
-    shard: tuple[int, int] = (0, 1),
+    structures_file, out_dir=None, npx: int = 64, log=sys.stdout, splits=None,
+    shard: tuple[int, int] = (0, 1), band_profile: str = "fitted",
 ):
     """Compute and save kinematical master patterns of all structures,
     skipping finished ones; ``shard=(i, n)`` takes every n-th structure from
-    the i-th (parallel workers take disjoint shards)."""
+    the i-th (parallel workers take disjoint shards). ``band_profile`` is
+    ``"fitted"`` (the stored profile, written to :data:`FITTED_OUT` by
+    default) or ``"step"`` (:data:`DEFAULT_OUT`)."""
+    from kikuchipy_cnn.training.band_profile import load_profile
     from kikuchipy_cnn.training.structures import load_structures
 
+    if band_profile not in ("fitted", "step"):
+        raise ValueError(f"band_profile must be 'fitted' or 'step', not {band_profile!r}")
+    profile = load_profile() if band_profile == "fitted" else None
+    if out_dir is None:
+        out_dir = FITTED_OUT if profile is not None else DEFAULT_OUT
     out_dir = Path(out_dir)
     done = 0
     t0 = time.time()
@@ -174,14 +213,17 @@ def run(
         energy = float(rng.uniform(10, 30))
         dmin = float(rng.uniform(0.45, 0.6))
         bdw = float(rng.uniform(0.3, 1.0))
+        contrast = float(rng.uniform(0.12, 0.38))  # drawn last: step masters unchanged
         t = time.time()
-        data = kinematical_master_pattern(s, energy, npx, dmin, bdw)
+        data = kinematical_master_pattern(
+            s, energy, npx, dmin, bdw, band_profile=profile, relative_contrast=contrast
+        )
         meta = {
             "id": s["id"], "split": s["split"], "joint_class": s["joint_class"],
             "label": JOINT_CLASSES.index(s["joint_class"]), "space_group": s["space_group"],
             "n_atoms": s["n_atoms"], "lattice": s["lattice"], "energy_kev": energy,
             "npx": npx, "dmin_A": dmin, "debye_waller_A2": bdw, "source": "kinematical",
-            "seconds": time.time() - t,
+            "band_profile": band_profile, "seconds": time.time() - t,
         }
         save_master(path, data, meta)
         done += 1
@@ -192,12 +234,15 @@ def run(
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--structures", default=str(TRAINING_DATA / "structures_seed0.json"))
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--out", default=None, help=f"default {FITTED_OUT} (fitted), {DEFAULT_OUT} (step)")
     p.add_argument("--npx", type=int, default=64)
     p.add_argument("--splits", default="train,val,test")
     p.add_argument("--shard", type=parse_shard, default=(0, 1), help="I/N: this worker's share of N")
+    p.add_argument("--band-profile", choices=("fitted", "step"), default="fitted",
+                   help="band profile fitted to the dynamical masters, or kinematical steps")
     args = p.parse_args(argv)
-    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=args.shard)
+    run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=args.shard,
+        band_profile=args.band_profile)
 
 
 if __name__ == "__main__":

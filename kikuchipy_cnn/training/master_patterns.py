@@ -218,15 +218,16 @@ def simulate_master_pattern(
 def interleaved_order(structures: list[dict]) -> list[dict]:
     """Order structures so that every joint class and every split gets
     master patterns early: round-robin over classes, and within a class
-    val, test and train alternate until val and test run out."""
+    train, val and test alternate (four train for each val/test pair, since
+    the network learns from train while val and test only need enough
+    structures to measure on) until val and test run out."""
     queues = {}
     for jc in JOINT_CLASSES:
         items = [s for s in structures if s["joint_class"] == jc]
         by_split = {sp: [s for s in items if s["split"] == sp] for sp in ("val", "test", "train")}
         q = []
         while any(by_split.values()):
-            # two train for each val/test pair
-            for sp in ("train", "val", "train", "test"):
+            for sp in ("train", "train", "val", "train", "train", "test"):
                 if by_split[sp]:
                     q.append(by_split[sp].pop(0))
         queues[jc] = q
