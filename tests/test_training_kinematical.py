@@ -113,3 +113,31 @@ def test_stored_band_profile_is_closer_to_dynamical_masters():
         gain.append(_ncc(fitted, data) - _ncc(step, data))
     # 53 of the 54 structures compared when fitting were better
     assert np.mean(gain) > 0.1 and sum(g > 0 for g in gain) >= 3
+
+
+def test_run_writes_fitted_and_step_masters_and_resumes(tmp_path):
+    import io
+    import json
+
+    from kikuchipy_cnn.training.band_profile import STRUCTURE_FILES
+    from kikuchipy_cnn.training.kinematical import run
+    from kikuchipy_cnn.training.master_patterns import load_master
+    from kikuchipy_cnn.training.structures import load_structures
+
+    small = [s for s in load_structures(STRUCTURE_FILES[1]) if s["n_atoms"] <= 4][:2]
+    path = tmp_path / "structures.json"
+    path.write_text(json.dumps({"version": 1, "structures": small}))
+    for profile in ("fitted", "step"):
+        out = tmp_path / profile
+        run(path, out, npx=16, band_profile=profile, log=io.StringIO())
+        files = sorted(out.glob("*/*.npz"))
+        assert len(files) == 2
+        data, meta = load_master(files[0])
+        assert meta["band_profile"] == profile and data.shape == (2, 33, 33)
+        if profile == "fitted":
+            assert abs(data.mean() - 1) < 0.05
+        log = io.StringIO()
+        run(path, out, npx=16, band_profile=profile, log=log)  # resumes: nothing left to do
+        assert log.getvalue() == ""
+    with pytest.raises(ValueError, match="band_profile must be"):
+        run(path, tmp_path / "x", band_profile="smooth")
