@@ -6,7 +6,7 @@ index, and a file is only extended with the settings and master patterns it was
 started with)::
 
     python -m kikuchipy_cnn.training.dataset --split train --n 200000 --out train.h5 \
-        --cache models/training-data/masters models/training-data/kinematical
+        --cache models/training-data/masters models/training-data/kinematical-fitted
 
 Every master pattern of the split is used (dynamical and kinematical
 together, ``--dynamical-fraction`` of the patterns of a class from dynamical
@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
-from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE, TRAINING_DATA
-
-KINEMATICAL = TRAINING_DATA / "kinematical"
+from kikuchipy_cnn.training.kinematical import FITTED_OUT as KINEMATICAL
+from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
 
 __all__ = ["write_dataset"]
 

@@ -251,7 +251,8 @@ def export_run(
             f"Residual CNN ({count_parameters(model):,} parameters) with global average "
             "pooling and a linear head, classifying preprocessed 64 x 64 EBSD Kikuchi "
             "patterns into the 23 joint '<Bravais lattice> <Laue class>' classes. "
-            "Trained only on dynamically simulated patterns with realistic "
+            "Trained only on simulated patterns (projections of dynamical and "
+            "kinematical master patterns of random crystals) with realistic "
             "degradation; probabilities are temperature-calibrated on a validation "
             "split of structures disjoint from the training structures."
         ),
