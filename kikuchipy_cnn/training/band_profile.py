@@ -25,7 +25,7 @@ used by the fit), the normalised cross-correlation between each dynamical
 master pattern and the kinematical master of the same structure with the step
 and with the fitted profile.
 
-    python -m kikuchipy_cnn.training.band_profile [--n 60]
+    python -m kikuchipy_cnn.training.band_profile [--n 80]
 
 writes ``models/training-data/band_profile.json`` and prints both.
 """
@@ -108,7 +108,7 @@ def _standardise(a: np.ndarray) -> np.ndarray:
     return (a - a.mean()) / (a.std() or 1.0)
 
 
-def fit(n: int | None = 60, directory=DEFAULT_CACHE, log=sys.stdout) -> dict:
+def fit(n: int | None = 80, directory=DEFAULT_CACHE, log=sys.stdout) -> dict:
     """Fit the band profile to ``n`` dynamical master patterns of the train
     split; return ``{"edges", "profile", "exponent", ...}``."""
     coefs = {p: [] for p in EXPONENTS}
@@ -165,7 +165,7 @@ def _ncc(a, b) -> float:
     return float(a @ b / len(a))
 
 
-def compare(profile: dict, n: int | None = 40, directory=DEFAULT_CACHE, log=sys.stdout) -> dict:
+def compare(profile: dict, n: int | None = 60, directory=DEFAULT_CACHE, log=sys.stdout) -> dict:
     """NCC of dynamical masters (val and test splits) with kinematical
     masters of the same structures, step vs fitted profile."""
     from kikuchipy_cnn.training.kinematical import kinematical_master_pattern
@@ -189,8 +189,8 @@ def compare(profile: dict, n: int | None = 40, directory=DEFAULT_CACHE, log=sys.
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=60, help="train structures to fit on")
-    p.add_argument("--n-compare", type=int, default=40, help="val + test structures to compare on")
+    p.add_argument("--n", type=int, default=80, help="train structures to fit on")
+    p.add_argument("--n-compare", type=int, default=60, help="val + test structures to compare on")
     p.add_argument("--out", default=str(PROFILE_FILE))
     args = p.parse_args(argv)
     t0 = time.time()
