@@ -158,15 +158,15 @@ def main():
     lines += [
         "", "## What still differs", "",
         f"- Fine detail: high-frequency power is {_range(simulated, hf)} in the simulations and "
-        f"{_range(real, hf)} in the real and EMsoft patterns. The simulated master patterns are "
+        f"{_range(real, hf)} in the other patterns (experimental and third-party simulations). The simulated master patterns are "
         "coarser than the detector (de-ebsd Lambert grids of 77-161 px per hemisphere, "
         "kinematical 129 px) and their reflectors stop at d = 0.45 Å or more (up to about 2 Å "
         "for the largest cells of the dynamical set), so fine bands and sharp "
         "edges are missing; noise fills part of that band of frequencies instead.",
         f"- Band contrast (3 px high-pass): {_range(simulated, bc)} simulated against "
-        f"{_range(real, bc)} real.",
+        f"{_range(real, bc)} in the other patterns.",
         "- Kinematical masters drawn with plain step bands have over-bright zone axes (the "
-        "highest skewness above); the fitted band profile brings their skewness, spectra and "
+        "highest skewness of the simulated sets); the fitted band profile brings their skewness, spectra and "
         "band contrast to those of the dynamical masters.",
     ]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")

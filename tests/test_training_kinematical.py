@@ -84,7 +84,7 @@ def test_profile_table_and_fitted_master():
     t = profile_table(profile)
     assert t[0] == 1 and t[-1] == 0 and t[int(0.5 * 128)] == 1 and t[int(1.8 * 128)] == -1
     m = kinematical_master_pattern(FCC, 20, 32, 0.6, band_profile=profile, relative_contrast=0.2)
-    assert m.shape == (2, 65, 65) and (m >= 0).all()
+    assert m.shape == (2, 65, 65) and (m == 0).mean() < 0.01  # hardly any clipping
     assert abs(m.mean() - 1) < 0.02 and abs(m.std() - 0.2) < 0.02
     # the band profile keeps the crystal's symmetry (m-3m) and is deterministic
     np.testing.assert_allclose(m[0], m[0].T, atol=1e-5)
@@ -111,7 +111,8 @@ def test_stored_band_profile_is_closer_to_dynamical_masters():
         step = kinematical_master_pattern(s, **kw)
         fitted = kinematical_master_pattern(s, band_profile=profile, **kw)
         gain.append(_ncc(fitted, data) - _ncc(step, data))
-    # 53 of the 54 structures compared when fitting were better
+    # 53 of the 54 val/test structures of the stored comparison improved
+    assert gain, "no committed dynamical val master patterns found"
     assert np.mean(gain) > 0.1 and sum(g > 0 for g in gain) >= 3
 
 

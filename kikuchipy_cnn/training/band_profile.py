@@ -9,7 +9,8 @@ and its strength follows ``|F_g|^2`` more closely than ``|F_g|``. This module
 measures that profile and stores it; :mod:`kikuchipy_cnn.training.kinematical`
 draws its bands with it.
 
-Fit. For every dynamical master pattern of the *train* split, the master
+Fit. For each of the first ``--n`` (80) dynamical master patterns of the
+*train* split in a fixed shuffled order (the ids used are stored), the master
 (standardised) is regressed on the band features
 ``X_k(v) = sum_g |F_g|^p [|n_g . v| / sin(theta_g) in bin k]`` (reflectors
 from :func:`~kikuchipy_cnn.training.kinematical.reflectors`, twelve bins of

@@ -1,5 +1,5 @@
 """Kinematical master patterns of full P1 cells, computed directly in the
-square Lambert projection: fast (about a second per structure), a complement
+square Lambert projection: fast (0.2-2 s per structure), a complement
 to the dynamical master patterns for breadth over structures.
 
 Structure factors are summed over every atom of the conventional cell (no
