@@ -37,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,10 @@ def band_features(
     return out.reshape(len(exponents), v.shape[0], nb)
 
 
+@lru_cache(maxsize=1)
 def _structures() -> dict:
+    """Structures of both structure lists by id (read once: fit and both
+    comparison splits use them)."""
     from kikuchipy_cnn.training.structures import load_structures
 
     return {s["id"]: s for f in STRUCTURE_FILES if Path(f).exists() for s in load_structures(f)}
