@@ -285,3 +285,20 @@ def test_resume_refuses_changed_schedule(trained_run):
     split = trained_run[1]
     with pytest.raises(ValueError, match="steps"):
         train(_config(steps=40), split, resume=True)
+
+
+def test_warm_start_loads_weights_and_checks_architecture(trained_run, tmp_path):
+    full = trained_run[0]
+    src = torch.load(full / "checkpoint.pt", weights_only=False)["model"]
+    cfg = _config(steps=4, init_from=str(full))
+    cfg["optim"] = {"lr": 1e-12, "weight_decay": 0.0, "schedule": "cosine"}
+    train(cfg, tmp_path / "warm")
+    warm = torch.load(tmp_path / "warm" / "checkpoint.pt", weights_only=False)
+    assert warm["step"] == 4
+    for k, v in src.items():
+        if v.is_floating_point() and "running" not in k:  # BN statistics move in train mode
+            torch.testing.assert_close(warm["model"][k], v, atol=1e-6, rtol=0), k
+    with pytest.raises(ValueError, match="same architecture"):
+        train(_config(init_from=str(full), model={"stem_channels": 8}), tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(_config(init_from=str(tmp_path / "nowhere")), tmp_path / "none")

@@ -117,6 +117,9 @@ DEFAULT_CONFIG: dict = {
         "grad_clip": 5.0,
     },
     "steps": 20000,
+    # warm start: model weights from another run's checkpoint.pt (same model
+    # config); optimiser and schedule start afresh. Relative to the working dir.
+    "init_from": None,
     "checkpoint_every": 500,
     "val_every": 1000,
     "log_every": 50,
@@ -144,6 +147,23 @@ def load_config(path_or_dict) -> dict:
     ModelConfig.from_dict(cfg["model"])  # validate early
     Preprocessing.from_dict(cfg["preprocessing"])
     return cfg
+
+
+def _warm_start(model, cfg):
+    """Load the model weights of ``cfg["init_from"]`` (a run's checkpoint)."""
+    path = Path(cfg["init_from"])
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: no checkpoint at {path}")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck["config"]["model"] != cfg["model"]:
+        raise ValueError(
+            f"init_from: {path} holds model {ck['config']['model']!r}, this run builds "
+            f"{cfg['model']!r}; warm starts need the same architecture"
+        )
+    model.load_state_dict(ck["model"])
+    log.info("Warm start from %s (step %d of that run)", path, int(ck["step"]))
 
 
 def _import(ref):
@@ -561,6 +581,8 @@ def train(
         torch.set_rng_state(ck["torch_rng"])
         step = int(ck["step"])
         log.info("Resumed from %s at step %d", ckpt_path, step)
+    elif cfg.get("init_from"):
+        _warm_start(model, cfg)
     steps = int(cfg["steps"])
     stop = min(steps, stop_at) if stop_at is not None else steps
     log.info(
