@@ -298,6 +298,18 @@ def test_warm_start_loads_weights_and_checks_architecture(trained_run, tmp_path)
     for k, v in src.items():
         if v.is_floating_point() and "running" not in k:  # BN statistics move in train mode
             torch.testing.assert_close(warm["model"][k], v, atol=1e-6, rtol=0), k
+    # The card of a warm-started model says how the starting weights were trained
+    from kikuchipy_cnn.training.export import export_run
+
+    out = tmp_path / "models" / "kcnn-warm"
+    export_run(tmp_path / "warm", out)
+    card = ModelCard.from_file(out / "card.yaml")
+    assert (out / "training_config_init0.yaml").read_text() == (full / "config.yaml").read_text()
+    command = card.data["training"]["command"]
+    first = f"--config models/kcnn-warm/training_config_init0.yaml --run-dir {full.as_posix()}"
+    assert first in command
+    assert command.index(first) < command.index("training_config.yaml --run-dir runs/kcnn-warm")
+    assert card.data["training"]["warm_start"] == [{"config": "training_config_init0.yaml", "steps": 20}]
     with pytest.raises(ValueError, match="same architecture"):
         train(_config(init_from=str(full), model={"stem_channels": 8}), tmp_path / "other")
     with pytest.raises(FileNotFoundError, match="init_from"):

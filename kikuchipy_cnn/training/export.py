@@ -10,8 +10,9 @@ input ``patterns``; outputs ``probabilities`` = softmax(logits / T) with T in
 the graph, ``features`` (n, C, 8, 8) and ``cam`` (n, 23, 8, 8) whose mean over
 (h, w) equals the logits), ``test_input.npy`` (8 preprocessed patterns),
 ``test_output.npy`` (ONNX Runtime's probabilities for them),
-``training_config.yaml`` (the run's resolved configuration) and
-``card.yaml`` per ``docs/card_schema.md``.
+``training_config.yaml`` (the run's resolved configuration; for a warm
+start also ``training_config_init<i>.yaml``, the configurations of the runs
+it started from, earliest first) and ``card.yaml`` per ``docs/card_schema.md``.
 """
 
 from __future__ import annotations
@@ -175,6 +176,46 @@ def headline_numbers(path: str | Path) -> dict:
     return ev
 
 
+def warm_start_chain(cfg: dict) -> list[tuple[Path, dict]]:
+    """The runs a configuration warm-starts from (``init_from``), earliest
+    first: ``[(run_dir, config), ...]``, read from each run's ``config.yaml``."""
+    chain, seen = [], set()
+    while cfg.get("init_from"):
+        path = Path(cfg["init_from"])
+        run = path if path.is_dir() else path.parent
+        if run.resolve() in seen:
+            raise ValueError(f"init_from loops back to {run}")
+        seen.add(run.resolve())
+        cfg_path = run / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(
+                f"init_from names {path}, but {cfg_path} is missing: the card could not "
+                "say how the starting weights were trained"
+            )
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        chain.append((run, cfg))
+    return chain[::-1]
+
+
+def _training_commands(cfg: dict, name: str, version: str) -> list[str]:
+    """Commands that rebuild the data, train (starting runs first) and export."""
+    chain = warm_start_chain(cfg)
+    commands = list(cfg.get("data_commands", []))
+    for i, (run, c) in enumerate(chain):
+        commands += [x for x in c.get("data_commands", []) if x not in commands]
+        commands.append(
+            f"python -m kikuchipy_cnn.training.train --config "
+            f"models/{name}/training_config_init{i}.yaml --run-dir {run.as_posix()}"
+        )
+    commands += [
+        f"python -m kikuchipy_cnn.training.train --config "
+        f"models/{name}/training_config.yaml --run-dir runs/{name}",
+        f"python -m kikuchipy_cnn.training.export --run-dir runs/{name} "
+        f"--out models/{name}/ --version {version}",
+    ]
+    return commands
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -226,6 +267,10 @@ def export_run(
     cfg_src = run_dir / "config.yaml"
     if cfg_src.is_file():
         shutil.copyfile(cfg_src, out / "training_config.yaml")
+    cfg = ck["config"]
+    chain = warm_start_chain(cfg)
+    for i, (run, _) in enumerate(chain):
+        shutil.copyfile(run / "config.yaml", out / f"training_config_init{i}.yaml")
 
     if isinstance(evaluation, (str, Path)):
         evaluation = headline_numbers(evaluation)
@@ -237,7 +282,6 @@ def export_run(
             **{k: round(float(v), 4) for k, v in c.items() if k != "n"},
         }
 
-    cfg = ck["config"]
     data = cfg.get("data", {})
     classes = []
     for label in JOINT_CLASSES:
@@ -282,17 +326,19 @@ def export_run(
             "seed": cfg.get("seed"),
         },
         "training": {
-            "command": " && ".join(
-                [
-                    *cfg.get("data_commands", []),
-                    f"python -m kikuchipy_cnn.training.train --config "
-                    f"models/{name}/training_config.yaml --run-dir runs/{name}",
-                    f"python -m kikuchipy_cnn.training.export --run-dir runs/{name} "
-                    f"--out models/{name}/ --version {version}",
-                ]
-            ),
+            "command": " && ".join(_training_commands(cfg, name, version)),
             "config": "training_config.yaml",
             "steps_completed": int(ck["step"]),
+            **(
+                {
+                    "warm_start": [
+                        {"config": f"training_config_init{i}.yaml", "steps": c.get("steps")}
+                        for i, (_, c) in enumerate(chain)
+                    ]
+                }
+                if chain
+                else {}
+            ),
         },
         "evaluation": evaluation or {},
         "limitations": LIMITATIONS,
