@@ -27,9 +27,10 @@ def dynamical_ni_with_zone_axes(n=50, size=60, seed=0):
     from orix.crystal_map import Phase
     from orix.quaternion import Rotation
 
-    rng = np.random.default_rng(seed)
+    # uniform random orientations from normalised Gaussian quaternions, seeded
+    q = np.random.default_rng(seed).normal(size=(n, 4))
+    rot = Rotation(q / np.linalg.norm(q, axis=1, keepdims=True))
     mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="both")
-    rot = Rotation.random(n)
     det = kp.detectors.EBSDDetector(shape=(size, size), pc=(0.42, 0.22, 0.50), sample_tilt=70)
     s = mp.get_patterns(rot, det, energy=20, compute=True, show_progressbar=False)
     phase = Phase(
@@ -56,11 +57,61 @@ def main():
     sal = s.get_saliency(model=args.model, show_progressbar=False)
     f = zone_axis_factor(sal.data, za, args.radius)
     print(f"zone-axis factor over {np.isfinite(f).sum()} dynamical Ni patterns "
-          f"(radius {args.radius} px): mean {np.nanmean(f):.2f}, median {np.nanmedian(f):.2f}, "
-          f"fraction > 1: {(f[np.isfinite(f)] > 1).mean():.2f}")
+          f"(radius {args.radius} px), CAM of the predicted class: {summary(f)}")
+    # References on the same patterns: a heatmap that is the pattern itself (zone
+    # axes are bright in dynamical patterns), and the best a heatmap with the
+    # CAM's resolution can do (blobs on the zone axes, pooled to the CAM grid)
+    pats = s.data.astype(np.float32)
+    print(f"  reference, pattern intensity as heatmap: "
+          f"{summary(zone_axis_factor(_unit(pats), za, args.radius))}")
+    grid = _cam_grid(args.model)
+    print(f"  reference, zone-axis blobs at the CAM's {grid}x{grid} resolution (ceiling): "
+          f"{summary(zone_axis_factor(_blobs_at_grid(za, pats.shape[-1], args.radius, grid), za, args.radius))}")
     if args.figure:
         ni_al_figure(args.model, args.figure)
         print(f"Wrote {args.figure}")
+
+
+def summary(f):
+    """Mean, its standard error, median and fraction above 1 of finite factors."""
+    f = f[np.isfinite(f)]
+    sem = f.std(ddof=1) / np.sqrt(len(f))
+    return (f"mean {f.mean():.2f} ± {sem:.2f} (s.e.), median {np.median(f):.2f}, "
+            f"fraction > 1: {(f > 1).mean():.2f}")
+
+
+def _cam_grid(model):
+    """Side of the model's CAM grid (its ``cam`` output)."""
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.engine import get_session
+
+    card = resolve_model(model)
+    x = np.zeros((1, *card.data["input"]["shape"][1:]), np.float32)
+    return get_session(card, ["CPUExecutionProvider"]).run(x, ("cam",), 1)["cam"].shape[-1]
+
+
+def _unit(images):
+    """Scale each image to [0, 1] inside the circle the model sees."""
+    from kikuchipy_cnn.preprocessing import circular_mask
+
+    seen = circular_mask(images.shape[-1]).astype(bool)
+    v = images[:, seen]
+    lo, hi = v.min(1)[:, None, None], v.max(1)[:, None, None]
+    return np.where(seen, (images - lo) / (hi - lo), 0)
+
+
+def _blobs_at_grid(za, size, sigma, grid):
+    """Gaussian blobs on the zone axes, resized to ``grid`` and back the
+    way CAMs are mapped to the pattern."""
+    from kikuchipy_cnn.saliency import _to_pattern_frame
+    from kikuchipy_cnn.preprocessing import resize
+
+    yy, xx = np.mgrid[:size, :size]
+    blobs = np.zeros((len(za), size, size), np.float32)
+    for i, z in enumerate(za):
+        for x, y in np.asarray(z, dtype=float).reshape(-1, 2):
+            blobs[i] += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return _to_pattern_frame(resize(blobs, grid), (size, size), circular=True)
 
 
 def ni_al_figure(model, path, size=120):
