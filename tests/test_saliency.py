@@ -30,6 +30,19 @@ def test_cam_eager_and_lazy(ni, tiny_model):
     np.testing.assert_allclose(lazy.data, sal.data, atol=1e-5)
 
 
+def test_default_model_on_bundled_ni_eager_and_lazy(ni):
+    """The bundled default model's CAM on kikuchipy's nine Ni patterns, and
+    the overlay of it rendered to PNG."""
+    sal = ni.get_saliency(show_progressbar=False)
+    assert sal.metadata.Saliency.model == kikuchipy_cnn.DEFAULT_MODEL == "kcnn-resnet-s"
+    assert sal.data.shape == ni.data.shape and np.isfinite(sal.data).all()
+    assert np.allclose(sal.data.max(axis=(2, 3)), 1)
+    xmap, sal2 = ni.as_lazy().classify_structure(return_saliency=True, show_progressbar=False)
+    assert isinstance(sal2, LazyEBSDSaliency) and xmap.size == 9
+    sal2.compute()
+    np.testing.assert_allclose(sal2.data, sal.data, atol=1e-5)
+
+
 def test_signal_type_registered_with_hyperspy(ni, tiny_model):
     s = hs.signals.Signal2D(np.zeros((2, 10, 10)))
     s.set_signal_type("EBSDSaliency")
