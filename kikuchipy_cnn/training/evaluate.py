@@ -184,14 +184,33 @@ def eval_simulated_test(model, n=4000, seed=123, directory=None) -> dict:
     return m
 
 
-def _fmt_level_table(results: dict) -> list[str]:
-    lines = ["| data | n | crystal system | Bravais lattice | Laue class | joint | ECE (joint) |",
-             "|---|---|---|---|---|---|---|"]
+def _title(level: str) -> str:
+    return {"bravais_lattice": "Bravais lattice", "laue_class": "Laue class"}.get(
+        level, level.replace("_", " ")
+    )
+
+
+def _fmt_level_table(results: dict, key: str = "accuracy") -> list[str]:
+    """One row per data set, one column per level, of ``accuracy`` or ``ece``."""
+    cols = " | ".join(_title(l) for l in LEVELS)
+    lines = [f"| data | n | {cols} |", "|---" * (len(LEVELS) + 2) + "|"]
     for name, m in results.items():
-        lines.append(
-            f"| {name} | {m['n']} | " + " | ".join(f"{m[l]['accuracy']:.3f}" for l in LEVELS)
-            + f" | {m['joint']['ece']:.3f} |"
-        )
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(f"{m[l][key]:.3f}" for l in LEVELS) + " |")
+    return lines
+
+
+def _fmt_coverage(m: dict) -> list[str]:
+    """Coverage and accuracy per level as ``min_score`` (the level's top
+    probability) rises."""
+    head = " | ".join(_title(l) for l in LEVELS)
+    lines = [f"| min_score | {head} |", "|---" * (len(LEVELS) + 1) + "|"]
+    for i, t in enumerate(THRESHOLDS):
+        cells = []
+        for level in LEVELS:
+            c = m[level]["coverage"][i]
+            acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"
+            cells.append(f"{c['coverage']:.3f} / {acc}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -212,14 +231,15 @@ def write_report(results: dict, rows: dict, out: Path, model: str, seconds: floa
              f"Produced by `python -m kikuchipy_cnn.training.evaluate --model {model}` "
              f"in {seconds:.0f} s.", "", "## Top-1 accuracy per level", ""]
     lines += _fmt_level_table(results)
+    lines += ["", "## Expected calibration error per level", ""]
+    lines += _fmt_level_table(results, "ece")
     for name, m in results.items():
-        lines += ["", f"## {name}", "", "Accuracy vs coverage (joint class):", "",
-                  "| min_score | coverage | accuracy |", "|---|---|---|"]
-        for c in m["joint"]["coverage"]:
-            acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"
-            lines.append(f"| {c['min_score']} | {c['coverage']:.3f} | {acc} |")
-        for level in ("bravais_lattice", "joint"):
-            lines += ["", f"Confusion matrix ({level.replace('_', ' ')}):", ""]
+        lines += ["", f"## {name}", "",
+                  "Accuracy vs coverage per level (coverage / accuracy of the patterns whose "
+                  "top probability at that level is at least min_score):", ""]
+        lines += _fmt_coverage(m)
+        for level in LEVELS:
+            lines += ["", f"Confusion matrix ({_title(level)}):", ""]
             lines += _fmt_confusion(m, level)
         if name in rows:
             lines += ["", "| pattern | kind | true | predicted | score | lattice ok | system ok |",
@@ -258,7 +278,11 @@ def main(argv=None):
         key = "d. dynamical Ni projections"
         results[key], rows[key] = eval_dynamical_nickel(args.model, args.n_dynamical)
     write_report(results, rows, args.out, args.model or "default", time.time() - t0)
+    print("Top-1 accuracy")
     for line in _fmt_level_table(results):
+        print(line)
+    print("Expected calibration error")
+    for line in _fmt_level_table(results, "ece"):
         print(line)
 
 
