@@ -31,8 +31,8 @@ def test_cam_eager_and_lazy(ni, tiny_model):
 
 
 def test_default_model_on_bundled_ni_eager_and_lazy(ni):
-    """The bundled default model's CAM on kikuchipy's nine Ni patterns, and
-    the overlay of it rendered to PNG."""
+    """The bundled default model's CAM on kikuchipy's nine Ni patterns, eager
+    and lazy (through ``classify_structure(return_saliency=True)``)."""
     sal = ni.get_saliency(show_progressbar=False)
     assert sal.metadata.Saliency.model == kikuchipy_cnn.DEFAULT_MODEL == "kcnn-resnet-s"
     assert sal.data.shape == ni.data.shape and np.isfinite(sal.data).all()

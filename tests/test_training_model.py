@@ -297,7 +297,7 @@ def test_warm_start_loads_weights_and_checks_architecture(trained_run, tmp_path)
     assert warm["step"] == 4
     for k, v in src.items():
         if v.is_floating_point() and "running" not in k:  # BN statistics move in train mode
-            torch.testing.assert_close(warm["model"][k], v, atol=1e-6, rtol=0), k
+            torch.testing.assert_close(warm["model"][k], v, atol=1e-6, rtol=0, msg=k)
     # The card of a warm-started model says how the starting weights were trained
     from kikuchipy_cnn.training.export import export_run
 

@@ -180,9 +180,11 @@ def warm_start_chain(cfg: dict) -> list[tuple[Path, dict]]:
     """The runs a configuration warm-starts from (``init_from``), earliest
     first: ``[(run_dir, config), ...]``, read from each run's ``config.yaml``."""
     chain, seen = [], set()
+    from kikuchipy_cnn.training.train import init_checkpoint
+
     while cfg.get("init_from"):
         path = Path(cfg["init_from"])
-        run = path if path.is_dir() else path.parent
+        run = init_checkpoint(path).parent
         if run.resolve() in seen:
             raise ValueError(f"init_from loops back to {run}")
         seen.add(run.resolve())
@@ -197,9 +199,9 @@ def warm_start_chain(cfg: dict) -> list[tuple[Path, dict]]:
     return chain[::-1]
 
 
-def _training_commands(cfg: dict, name: str, version: str) -> list[str]:
-    """Commands that rebuild the data, train (starting runs first) and export."""
-    chain = warm_start_chain(cfg)
+def _training_commands(cfg: dict, chain: list, name: str, version: str) -> list[str]:
+    """Commands that rebuild the data, train (the runs of ``chain`` first,
+    see :func:`warm_start_chain`) and export."""
     commands = list(cfg.get("data_commands", []))
     for i, (run, c) in enumerate(chain):
         commands += [x for x in c.get("data_commands", []) if x not in commands]
@@ -326,7 +328,7 @@ def export_run(
             "seed": cfg.get("seed"),
         },
         "training": {
-            "command": " && ".join(_training_commands(cfg, name, version)),
+            "command": " && ".join(_training_commands(cfg, chain, name, version)),
             "config": "training_config.yaml",
             "steps_completed": int(ck["step"]),
             **(

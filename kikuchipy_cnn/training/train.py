@@ -149,11 +149,16 @@ def load_config(path_or_dict) -> dict:
     return cfg
 
 
+def init_checkpoint(init_from) -> Path:
+    """The checkpoint an ``init_from`` entry names: a run directory or its
+    ``checkpoint.pt``; the run's ``config.yaml`` lies beside it."""
+    path = Path(init_from)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
 def _warm_start(model, cfg):
     """Load the model weights of ``cfg["init_from"]`` (a run's checkpoint)."""
-    path = Path(cfg["init_from"])
-    if path.is_dir():
-        path = path / "checkpoint.pt"
+    path = init_checkpoint(cfg["init_from"])
     if not path.is_file():
         raise FileNotFoundError(f"init_from: no checkpoint at {path}")
     ck = torch.load(path, map_location="cpu", weights_only=False)
