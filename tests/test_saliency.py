@@ -98,19 +98,92 @@ def test_model_without_cam_supports_occlusion_only(tmp_path, register_plugin):
     assert sal.data.shape == (1, 60, 60)
 
 
-def test_plot_overlay_saves_png(ni, tiny_model, tmp_path):
+def _colourfulness(rgba: np.ndarray, fig, ax) -> float:
+    """Mean (max - min) over RGB of the pixels inside ``ax`` of a figure
+    rendered at ``fig.dpi``: 0 for a grey pattern, high where a colour
+    heatmap shows."""
+    x0, y0, x1, y1 = ax.get_window_extent().extents
+    h = rgba.shape[0]
+    crop = rgba[int(h - y1) + 2 : int(h - y0) - 2, int(x0) + 2 : int(x1) - 2, :3].astype(float)
+    if crop.max() <= 1:
+        crop = crop * 255
+    return float((crop.max(axis=2) - crop.min(axis=2)).mean())
+
+
+def test_plot_overlay_heatmap_visible_in_saved_png(ni, tiny_model, tmp_path):
+    """Saved with Agg, the overlay shows the heatmap above the pattern (before,
+    hyperspy drew the pattern last and the PNG showed the pattern only), with
+    a colour bar of the heatmap and the class and score in the title."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    sal = ni.get_saliency(model=tiny_model, show_progressbar=False)
+    fig = sal.plot_overlay(ni, alpha=0.5)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    pattern, heat = ax.images[0], fig.saliency_image
+    assert heat in ax.images and heat.get_zorder() > pattern.get_zorder()
+    assert heat.get_animated() == pattern.get_animated()
+    np.testing.assert_allclose(heat.get_array(), sal.data[0, 0])
+    path = tmp_path / "overlay.png"
+    fig.savefig(path, dpi=fig.dpi)
+    overlay = _colourfulness(plt.imread(path), fig, ax)
+
+    # The same pattern plotted alone is grey
+    ni.plot(colorbar=False)
+    plain_fig = plt.gcf()
+    plain_path = tmp_path / "pattern.png"
+    plain_fig.savefig(plain_path, dpi=plain_fig.dpi)
+    plain = _colourfulness(plt.imread(plain_path), plain_fig, plain_fig.axes[0])
+    assert plain < 2, plain
+    assert overlay > 20 * max(plain, 1), (overlay, plain)
+
+    # One colour bar, of the heatmap (0 to 1), none of the pattern's intensity
+    assert heat.colorbar is not None
+    assert heat.colorbar.mappable.norm.vmin == 0 and heat.colorbar.mappable.norm.vmax == 1
+    assert pattern.colorbar is None
+    assert "saliency" in heat.colorbar.ax.get_ylabel()
+
+    # Title: the predicted class and its score, from the same model
+    xmap = ni.classify_structure(model=tiny_model, min_score=0, verbose=0,
+                                 show_progressbar=False)
+    probs, names = kikuchipy_cnn.probabilities(xmap)
+    i = int(np.argmax(probs[0]))
+    title = ax.get_title()
+    assert names[i] in title and f"{probs[0, i]:.2f}" in title and "predicted" in title
+    plt.close("all")
+
+
+def test_plot_overlay_follows_navigation_interactively(ni, tiny_model):
+    """On navigation the heatmap and the title change, and the canvas shown
+    (no savefig) has the heatmap above the pattern."""
     import matplotlib.pyplot as plt
 
     sal = ni.get_saliency(model=tiny_model, show_progressbar=False)
-    image = sal.plot_overlay(ni, alpha=0.5)
-    np.testing.assert_allclose(image.get_array(), sal.data[0, 0])
+    fig = sal.plot_overlay(ni, alpha=0.5)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    xmap = ni.classify_structure(model=tiny_model, min_score=0, verbose=0,
+                                 show_progressbar=False)
+    probs, names = kikuchipy_cnn.probabilities(xmap)
     ni.axes_manager.indices = (2, 1)
-    np.testing.assert_allclose(image.get_array(), sal.data[1, 2])
-    path = tmp_path / "overlay.png"
-    image.axes.figure.savefig(path)
-    assert path.stat().st_size > 1000
+    np.testing.assert_allclose(fig.saliency_image.get_array(), sal.data[1, 2])
+    k = 1 * 3 + 2
+    i = int(np.argmax(probs[k]))
+    assert names[i] in ax.get_title() and f"{probs[k, i]:.2f}" in ax.get_title()
+    shown = np.asarray(fig.canvas.buffer_rgba())
+    assert _colourfulness(shown, fig, ax) > 20
+    # A given target class is named as the target, with its probability
+    j = names.index("cF m-3m")
+    sal_t = ni.get_saliency(model=tiny_model, target="cF m-3m", show_progressbar=False)
+    fig_t = sal_t.plot_overlay(ni, colorbar=False)
+    assert fig_t.saliency_image.colorbar is None
+    title = fig_t.axes[0].get_title()
+    assert "cF m-3m (target" in title and f"{probs[k, j]:.2f}" in title
     with pytest.raises(ValueError, match="same shape"):
         sal.plot_overlay(ni.inav[:2])
+    with pytest.raises(ValueError, match="alpha"):
+        sal.plot_overlay(ni, alpha=2)
     plt.close("all")
 
 
