@@ -1,0 +1,267 @@
+"""Kikuchi bands of a pattern as lattice-plane normals on the unit sphere.
+
+With the detector geometry, every Kikuchi band is the trace of a lattice plane:
+its centre line is the great circle of the plane's normal, and its angular full
+width is twice the Bragg angle, ``2 arcsin(lambda / 2d)``. This module turns a
+pattern and its pattern centre into that list: band normals, Radon peak
+strengths and, where the resolution allows, widths measured from the band's
+intensity profile (edges at the steepest rise and fall, as in CALM).
+
+It is the one place that converts between detector pixels and directions on
+the sphere. Directions are in kikuchipy's detector frame: ``x`` to the right on
+the screen, ``y`` up, ``z`` from the source point to the screen, the pattern
+centre at ``(0, 0, 1)``; the gnomonic coordinates of a pixel are those of
+:class:`kikuchipy.detectors.EBSDDetector` (pattern centre in the Bruker
+convention: PCx from the left / width, PCy from the top / height, PCz / height).
+Band positions come from PyEBSDIndex's Radon transform and peak finding.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "BandSet",
+    "detect_bands",
+    "electron_wavelength",
+    "measure_band_profiles",
+    "pixel_directions",
+    "to_sample_frame",
+]
+
+#: Angular half-window (rad) of the profile taken across each band.
+PROFILE_HALF_WINDOW = np.deg2rad(6.0)
+
+
+class BandSet(NamedTuple):
+    """Bands of ``n`` patterns, ``k`` per pattern (padded; see ``valid``).
+
+    Attributes
+    ----------
+    normals
+        ``(n, k, 3)`` unit plane normals in the detector frame (sign arbitrary).
+    strength
+        ``(n, k)`` Radon peak height of the band (PyEBSDIndex ``max``), relative
+        within a pattern.
+    width
+        ``(n, k)`` angular full width in radians (about twice the Bragg angle),
+        NaN where it could not be measured.
+    contrast
+        ``(n, k)`` band contrast of the profile (inside minus outside mean, in
+        units of the pattern's standard deviation), NaN where not measured.
+    valid
+        ``(n, k)`` True where a band was found.
+    """
+
+    normals: np.ndarray
+    strength: np.ndarray
+    width: np.ndarray
+    contrast: np.ndarray
+    valid: np.ndarray
+
+
+def electron_wavelength(energy_kv: float) -> float:
+    """Relativistic electron wavelength in Å for an accelerating voltage in kV."""
+    h, m, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
+    v = energy_kv * 1e3
+    return h / np.sqrt(2 * m * e * v * (1 + e * v / (2 * m * c**2))) * 1e10
+
+
+def _pc_array(pc, n: int) -> np.ndarray:
+    pc = np.asarray(pc, dtype=np.float64).reshape(-1, 3)
+    if pc.shape[0] == 1:
+        pc = np.repeat(pc, n, axis=0)
+    if pc.shape[0] != n:
+        raise ValueError(f"got {pc.shape[0]} pattern centres for {n} patterns; give one or one per pattern")
+    if np.any(pc[:, 2] <= 0) or not np.all(np.isfinite(pc)):
+        raise ValueError(f"pattern centre must be finite with PCz > 0, got {pc[:3].tolist()}")
+    return pc
+
+
+def pixel_directions(shape: tuple[int, int], pc) -> np.ndarray:
+    """Unit directions of the pixel centres in the detector frame.
+
+    Parameters
+    ----------
+    shape
+        Pattern shape ``(rows, columns)``.
+    pc
+        Pattern centre ``(PCx, PCy, PCz)`` in the Bruker convention (as on
+        ``EBSD.detector``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns, 3)`` unit vectors, the same directions kikuchipy uses
+        to project master patterns (before the sample-to-detector rotation).
+    """
+    nrows, ncols = shape
+    pcx, pcy, pcz = (float(v) for v in np.asarray(pc, dtype=np.float64).ravel()[:3])
+    aspect = ncols / nrows
+    # kikuchipy's gnomonic bounds; pixel centres at half steps
+    x = (-aspect * pcx / pcz) + (np.arange(ncols) + 0.5) * (aspect / pcz) / ncols
+    y = (pcy / pcz) - (np.arange(nrows) + 0.5) * (1.0 / pcz) / nrows
+    gx, gy = np.meshgrid(x, y)
+    r = np.stack([gx, gy, np.ones_like(gx)], axis=-1)
+    return r / np.linalg.norm(r, axis=-1, keepdims=True)
+
+
+def to_sample_frame(normals: np.ndarray, detector) -> np.ndarray:
+    """Rotate detector-frame vectors into the sample frame of ``detector``
+    (its sample tilt, detector tilt, azimuthal and twist angles), as kikuchipy
+    does for pixel directions."""
+    m = (~detector.sample_to_detector).to_matrix().squeeze()
+    return np.asarray(normals) @ m.T
+
+
+@lru_cache(maxsize=8)
+def _band_detector(shape: tuple[int, int], n_bands: int):
+    from pyebsdindex.band_detect import BandDetect
+
+    return BandDetect(
+        patDim=shape, nTheta=180, nRho=90, tSigma=1.0, rSigma=1.2, rhoMaskFrac=0.1, nBands=n_bands
+    )
+
+
+def detect_bands(
+    patterns: np.ndarray,
+    pc,
+    n_bands: int = 16,
+    widths: bool = True,
+) -> BandSet:
+    """Find the Kikuchi bands of patterns and return them as plane normals.
+
+    Parameters
+    ----------
+    patterns
+        ``(n, rows, columns)`` or ``(rows, columns)`` patterns, background
+        removed or raw (PyEBSDIndex's Radon filter suppresses smooth background).
+    pc
+        Pattern centre(s) in the Bruker convention: one ``(3,)`` or ``(n, 3)``.
+    n_bands
+        Bands to find per pattern (strongest Radon peaks).
+    widths
+        Measure widths and contrasts from the band profiles.
+
+    Returns
+    -------
+    BandSet
+    """
+    pats = np.asarray(patterns, dtype=np.float32)
+    if pats.ndim == 2:
+        pats = pats[None]
+    if pats.ndim != 3:
+        raise ValueError(f"patterns must be (n, rows, columns), got shape {pats.shape}")
+    n, nrows, ncols = pats.shape
+    if min(nrows, ncols) < 16:
+        raise ValueError(f"patterns of {nrows} x {ncols} px are too small to find bands in (need >= 16 px)")
+    pcs = _pc_array(pc, n)
+    bd = _band_detector((nrows, ncols), int(n_bands))
+    data = bd.find_bands(np.ascontiguousarray(pats))
+    normals = bd.radonPlan.radon2pole(data, PC=pcs.astype(np.float32), vendor="BRUKER").astype(np.float64)
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True).clip(1e-12)
+    strength = data["max"].astype(np.float64)
+    valid = (data["valid"] > 0) & np.isfinite(normals).all(-1)
+    width = np.full((n, n_bands), np.nan)
+    contrast = np.full((n, n_bands), np.nan)
+    if widths:
+        for i in range(n):
+            normals[i], width[i], contrast[i] = measure_band_profiles(pats[i], pcs[i], normals[i], valid[i])
+    return BandSet(normals, strength, width, contrast, valid)
+
+
+def _flat_field(pattern: np.ndarray) -> np.ndarray:
+    p = pattern.astype(np.float64)
+    p = p - p.min() + 1e-3 * (np.ptp(p) + 1e-12)
+    q = p / ndimage.gaussian_filter(p, max(p.shape) / 8.0, mode="nearest")
+    return (q - q.mean()) / (q.std() + 1e-12)
+
+
+def _edge(x: np.ndarray, d: np.ndarray, i: int) -> float:
+    """Sub-bin position of the extremum of ``d`` at index ``i`` (parabola)."""
+    if 0 < i < len(d) - 1:
+        a, b, c = d[i - 1], d[i], d[i + 1]
+        den = a - 2 * b + c
+        off = 0.5 * (a - c) / den if den != 0 else 0.0
+        return float(x[i] + np.clip(off, -1, 1) * (x[1] - x[0]))
+    return float(x[i])
+
+
+def measure_band_profiles(
+    pattern: np.ndarray, pc, normals: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Measure each band's width from its intensity profile and re-centre it.
+
+    The pattern is flat-fielded (divided by a heavy blur) and its pixels are
+    binned by their signed angular distance from each band's plane. The band
+    edges are the steepest rise and fall of that profile on either side of the
+    centre; the width is their distance and the band normal is moved so that
+    the plane passes midway between them.
+
+    Returns
+    -------
+    normals, width, contrast
+        Refined ``(k, 3)`` normals, ``(k,)`` full widths in radians and
+        ``(k,)`` contrasts; NaN widths where the profile does not resolve the
+        band (fewer than about 2.5 pixels across, or no clear edges).
+    """
+    k = len(normals)
+    valid = np.ones(k, bool) if valid is None else np.asarray(valid, bool)
+    r = pixel_directions(pattern.shape, pc).reshape(-1, 3)
+    img = _flat_field(pattern).ravel()
+    pcz = float(np.asarray(pc).ravel()[2])
+    px = 1.0 / (pcz * pattern.shape[0])  # angular size of a pixel near the PC
+    step = max(px / 2.0, np.deg2rad(0.05))
+    edges = np.arange(-PROFILE_HALF_WINDOW, PROFILE_HALF_WINDOW + step / 2, step)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    out_n = np.array(normals, dtype=np.float64, copy=True)
+    width = np.full(k, np.nan)
+    contrast = np.full(k, np.nan)
+    for j in range(k):
+        if not valid[j]:
+            continue
+        n = out_n[j]
+        a = np.arcsin(np.clip(r @ n, -1, 1))
+        sel = np.abs(a) < PROFILE_HALF_WINDOW
+        if sel.sum() < 20:
+            continue
+        idx = np.digitize(a[sel], edges) - 1
+        cnt = np.bincount(idx, minlength=len(centres))[: len(centres)]
+        tot = np.bincount(idx, weights=img[sel], minlength=len(centres))[: len(centres)]
+        ok = cnt > 0
+        if ok.sum() < len(centres) // 2:
+            continue
+        prof = np.interp(centres, centres[ok], tot[ok] / cnt[ok])
+        prof = ndimage.gaussian_filter1d(prof, max(1.0, px / step / 2))
+        d = np.gradient(prof, centres)
+        # edges within the window, not at its borders: the band is at most
+        # 2 x 5 deg wide at any EBSD voltage and d-spacing that gives bands
+        neg = (centres < 0) & (centres > -PROFILE_HALF_WINDOW * 0.85)
+        pos = (centres > 0) & (centres < PROFILE_HALF_WINDOW * 0.85)
+        i_rise = np.flatnonzero(neg)[np.argmax(d[neg])]
+        i_fall = np.flatnonzero(pos)[np.argmin(d[pos])]
+        a_rise = _edge(centres, d, i_rise)
+        a_fall = _edge(centres, d, i_fall)
+        w = a_fall - a_rise
+        if not (d[i_rise] > 0 and d[i_fall] < 0) or w < 2.5 * px:
+            continue
+        inside = np.abs(centres - 0.5 * (a_rise + a_fall)) < 0.5 * w
+        outside = (np.abs(centres - 0.5 * (a_rise + a_fall)) > 0.5 * w) & (np.abs(centres) < 1.5 * w)
+        if inside.any() and outside.any():
+            contrast[j] = prof[inside].mean() - prof[outside].mean()
+        width[j] = w
+        c = 0.5 * (a_rise + a_fall)
+        # move the plane by c towards its own side: n' = cos c n - sin c g, with g
+        # the in-plane direction at the middle of the band's visible trace
+        g = r[sel][np.abs(a[sel]) < 0.5 * w].mean(axis=0) if np.any(np.abs(a[sel]) < 0.5 * w) else r[sel].mean(0)
+        g = g - (g @ n) * n
+        gn = np.linalg.norm(g)
+        if gn > 0:
+            g /= gn
+            n2 = np.cos(c) * n - np.sin(c) * g
+            out_n[j] = n2 / np.linalg.norm(n2)
+    return out_n, width, contrast
