@@ -39,7 +39,8 @@ def simulate(n: int, size: int, counts: float | None, rng):
     from orix.quaternion import Rotation
 
     mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="both")
-    rot = Rotation.random(n)
+    q = rng.normal(size=(n, 4))
+    rot = Rotation(q / np.linalg.norm(q, axis=1, keepdims=True))  # uniform, seeded
     pcs = np.column_stack([rng.uniform(0.4, 0.6, n), rng.uniform(0.2, 0.35, n), rng.uniform(0.5, 0.65, n)])
     pats = np.empty((n, size, size), np.float32)
     for i in range(n):
