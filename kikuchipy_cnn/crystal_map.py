@@ -7,11 +7,20 @@ from orix.crystal_map import CrystalMap, Phase, PhaseList, create_coordinate_arr
 from orix.quaternion import Rotation
 
 from kikuchipy_cnn.card import ModelCard
-from kikuchipy_cnn.symmetry import JOINT_CLASSES, LEVELS, joint_class_info, level_names, marginalise
+from kikuchipy_cnn.symmetry import (
+    JOINT_CLASSES,
+    LEVELS,
+    NOT_CLASSIFIED,
+    Decision,
+    decide,
+    decision_for_index,
+    joint_class_info,
+    level_names,
+    marginalise,
+    space_group_class,
+)
 
-__all__ = ["labels", "phase_list_from_card", "probabilities", "prop_name"]
-
-NOT_CLASSIFIED = "not classified"
+__all__ = ["decision", "labels", "phase_list_from_card", "probabilities", "prop_name"]
 
 #: Default phase colour of each joint class (matplotlib names, as orix needs),
 #: hues grouped by crystal system
@@ -74,22 +83,21 @@ def build_crystal_map(
         ids, columns = candidate_columns(phase_list, classes)
         restricted = probs[:, columns]
         restricted = restricted / restricted.sum(axis=1, keepdims=True)
-    order = np.argsort(np.nan_to_num(restricted, nan=-1), axis=1)
-    top1 = order[:, -1]
+    # One decision per pattern (the joint argmax) gives the phase and the
+    # score of every level, so the levels never contradict the phase
+    restricted_classes = [classes[c] for c in columns] if phase_list is not None else classes
+    dec = decide(np.where(classified[:, None], restricted, np.nan), restricted_classes)
+    top1 = np.where(classified, dec.index, 0)
     score = np.take_along_axis(restricted, top1[:, None], axis=1)[:, 0]
     if restricted.shape[1] > 1:
-        second = np.take_along_axis(restricted, order[:, -2:-1], axis=1)[:, 0]
+        second = np.sort(np.nan_to_num(restricted, nan=-1), axis=1)[:, -2]
     else:
         second = np.zeros(n, dtype=probs.dtype)
+    score = np.where(classified, score, np.nan)
     phase_id = np.where(classified & (score >= min_score), ids[top1], -1).astype(int)
     prop = {"scores": score, "margin": score - second}
     for level in LEVELS:
-        prop[f"{level}_score"] = np.nanmax(
-            np.where(classified[:, None], marginalise(np.nan_to_num(probs), classes, level), np.nan),
-            axis=1,
-            initial=-np.inf,
-        )
-        prop[f"{level}_score"][~classified] = np.nan
+        prop[f"{level}_score"] = dec.scores[level]
     for i, label in enumerate(classes):
         prop[prop_name(label)] = probs[:, i]
     prop = {k: v.astype(np.float32) for k, v in prop.items()}
@@ -205,13 +213,73 @@ def probabilities(xmap: CrystalMap, level: str = "joint") -> tuple[np.ndarray, t
     return marg, level_names(level)
 
 
-def labels(xmap: CrystalMap) -> dict[str, np.ndarray]:
-    """Return per-pattern class names at every level.
+def _phase_class(phase: Phase) -> str | None:
+    """Joint class of a map's phase: its name if that is a class name (maps
+    without candidates), else that of its space group; None if unknown."""
+    if phase.name in JOINT_CLASSES:
+        return phase.name
+    if phase.space_group is not None:
+        return space_group_class(phase.space_group.number).joint_class
+    return None
 
-    Each level's label is its own most probable class (the sum of the joint
-    probabilities in it), so a pattern can have a confident crystal system
-    while its joint class is below ``min_score``. Patterns that were masked
-    or unusable are ``"not classified"``.
+
+def decision(xmap: CrystalMap) -> Decision:
+    """Return the one decision per pattern of a map from
+    :func:`~kikuchipy_cnn.classify_structure`: its joint class, and that
+    class's crystal system, Bravais lattice and Laue class, with the
+    probability of each (see :func:`kikuchipy_cnn.symmetry.decide`).
+
+    A pattern's joint class is its phase's class where it has a phase, else
+    (score below ``min_score``) the most probable class among the map's
+    phases, so with candidate phases only their classes, with the
+    probabilities renormalised over them as ``classify_structure()`` does.
+    Masked or unusable patterns have no decision.
+
+    Parameters
+    ----------
+    xmap
+        Crystal map returned by ``classify_structure()``.
+
+    Returns
+    -------
+    decision
+        Arrays over the map points in data.
+    """
+    probs, classes = probabilities(xmap)
+    phase_classes = {
+        int(i): _phase_class(phase) for i, phase in xmap.phases if i != -1
+    }
+    allowed = None
+    if phase_classes and None not in phase_classes.values():
+        allowed = np.isin(classes, list(phase_classes.values()))
+        if not allowed.any():
+            allowed = None
+    result = decide(probs, classes, allowed)
+    # Where a pattern has a phase, that is its decision (also on exact ties)
+    index = result.index.copy()
+    for pid, label in phase_classes.items():
+        if label in classes:
+            index[(xmap.phase_id == pid) & (index >= 0)] = classes.index(label)
+    if np.array_equal(index, result.index):
+        return result
+    if allowed is not None and not allowed.all():
+        probs = np.where(allowed, np.nan_to_num(probs), 0)
+        probs = probs / np.where(probs.sum(axis=1, keepdims=True) > 0,
+                                 probs.sum(axis=1, keepdims=True), 1)
+    return decision_for_index(probs, classes, index)
+
+
+def labels(xmap: CrystalMap) -> dict[str, np.ndarray]:
+    """Return per-pattern class names at every level, all from one decision.
+
+    A pattern's joint class is the map's decision (its phase, the joint
+    argmax; see :func:`decision`), and its crystal system, Bravais lattice
+    and Laue class are those of that joint class, so the levels never
+    contradict each other or the phase map. A pattern whose score is below
+    ``min_score`` (``phase_id`` -1) still has labels, those of its most
+    probable class; the level scores (``xmap.prop["crystal_system_score"]``,
+    ...) say how probable each is. Patterns that were masked or unusable are
+    ``"not classified"``.
 
     Parameters
     ----------
@@ -225,12 +293,4 @@ def labels(xmap: CrystalMap) -> dict[str, np.ndarray]:
         ``"bravais_lattice"`` and ``"laue_class"`` of string arrays over the
         map points in data.
     """
-    out = {}
-    for level in ("joint",) + LEVELS:
-        probs, names = probabilities(xmap, level)
-        nan = np.isnan(probs).any(axis=1)
-        idx = np.argmax(np.nan_to_num(probs, nan=-1), axis=1)
-        lab = np.asarray(names, dtype=object)[idx]
-        lab[nan] = NOT_CLASSIFIED
-        out[level] = lab.astype(str)
-    return out
+    return decision(xmap).labels

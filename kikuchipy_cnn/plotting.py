@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from orix.crystal_map import CrystalMap, Phase, PhaseList
 
-from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS, labels
+from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS, decision
 from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info, level_names
 
 __all__ = ["level_map", "plot_maps", "summary"]
@@ -24,10 +24,12 @@ _LEVEL_COLOUR = {
 def level_map(xmap: CrystalMap, level: str) -> CrystalMap:
     """Return a copy of a classification map whose phases are the classes of
     one level (``"crystal_system"``, ``"bravais_lattice"`` or
-    ``"laue_class"``), each point in its level's most probable class;
-    ``"<level>_score"`` is its score."""
+    ``"laue_class"``), each point in that level's class of its joint class
+    (:func:`~kikuchipy_cnn.labels`), with that class's probability as
+    ``"scores"``."""
     names = level_names(level)
-    lab = labels(xmap)[level]
+    dec = decision(xmap)
+    lab = dec.labels[level]
     n_all = xmap.is_in_data.size
     full = np.full(n_all, -1)
     ids = np.array([names.index(v) if v in names else -1 for v in lab])
@@ -38,7 +40,7 @@ def level_map(xmap: CrystalMap, level: str) -> CrystalMap:
         ids=used,
     ) if used else PhaseList()
     prop = {"scores": np.full(n_all, np.nan, dtype=np.float32)}
-    prop["scores"][xmap.is_in_data] = xmap.prop[f"{level}_score"]
+    prop["scores"][xmap.is_in_data] = dec.scores[level]
     coords = {"x": xmap._x, "y": xmap._y} if xmap._y is not None else {"x": xmap._x}
     return CrystalMap(
         rotations=xmap._rotations, phase_id=full, phase_list=phases, prop=prop,
@@ -96,7 +98,9 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
     level
         ``"joint"`` (the map's phases, phase_id -1 as ``"not classified"``)
         or ``"crystal_system"``, ``"bravais_lattice"``, ``"laue_class"``
-        (each point's most probable class of that level).
+        (each point's class of that level: that of its joint class, see
+        :func:`~kikuchipy_cnn.labels`; points below ``min_score`` are counted
+        in it too, masked or unusable ones as ``"not classified"``).
 
     Returns
     -------
@@ -111,8 +115,8 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
         )
         scores = xmap.scores
     else:
-        names = labels(xmap)[level]
-        scores = xmap.prop[f"{level}_score"]
+        dec = decision(xmap)
+        names, scores = dec.labels[level], dec.scores[level]
     out = {}
     for name in np.unique(names):
         sel = names == name

@@ -4,7 +4,9 @@ Kinematically a Kikuchi pattern obeys Friedel's law: it shows the crystal's Laue
 class and, through systematic absences, its lattice centring. The joint label
 ``"<Bravais lattice> <Laue class>"`` (23 classes) determines the Bravais lattice
 (14), the crystal system (7) and the Laue class (11), so probabilities of the
-coarser levels are sums of joint probabilities and never contradict each other.
+coarser levels are sums of joint probabilities. Each pattern gets one decision,
+a joint class (:func:`decide`), and its crystal system, Bravais lattice and Laue
+class are those of that class, so the levels reported never contradict each other.
 Point groups within one Laue class cannot be told apart from kinematical data.
 
 This module is the only place that knows the label tables.
@@ -19,10 +21,14 @@ import numpy as np
 __all__ = [
     "BRAVAIS_LATTICES",
     "CRYSTAL_SYSTEMS",
+    "Decision",
     "JOINT_CLASSES",
     "LAUE_CLASSES",
     "LEVELS",
+    "NOT_CLASSIFIED",
     "SpaceGroupClass",
+    "decide",
+    "decision_for_index",
     "joint_class_info",
     "marginalise",
     "space_group_class",
@@ -266,3 +272,161 @@ def marginalise(
     for i, name in enumerate(classes):
         matrix[i, names.index(joint_class_info(name)[level])] = 1
     return probabilities @ matrix
+
+
+#: Label of a pattern without a decision (masked or unusable)
+NOT_CLASSIFIED = "not classified"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision per pattern, consistent across levels (see :func:`decide`).
+
+    Attributes
+    ----------
+    index
+        Integer array ``(n,)``: column of the chosen joint class in the
+        ``classes`` given to :func:`decide`, -1 where there is no decision.
+    labels
+        ``{"joint", "crystal_system", "bravais_lattice", "laue_class"}`` →
+        string array ``(n,)``: the chosen joint class and its crystal system,
+        Bravais lattice and Laue class; :data:`NOT_CLASSIFIED` where there is
+        no decision.
+    scores
+        Same keys → float array ``(n,)``: the probability of the label at that
+        level (``"joint"``: of the joint class; ``"crystal_system"``: the sum
+        over the joint classes of that crystal system, ...), NaN where there
+        is no decision. A level's score is never below the joint score.
+    """
+
+    index: np.ndarray
+    labels: dict
+    scores: dict
+
+
+def decide(
+    probabilities: np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    allowed: np.ndarray | None = None,
+) -> Decision:
+    """Choose one joint class per pattern and report every level from it.
+
+    The rule is the joint argmax: the most probable joint class, and *its*
+    crystal system, Bravais lattice and Laue class. Taking each level's own
+    argmax instead can give a combination no class has (joint ``mC 2/m``,
+    crystal system ``cubic``, Bravais lattice ``hP``, Laue class ``mmm``).
+
+    The joint argmax is the phase of the crystal map returned by
+    ``classify_structure()`` (what orix saves, what ``min_score`` and
+    ``index_phases()`` act on), so the level labels always agree with the
+    phase map, and it is the most likely joint class. A hierarchical decision
+    (crystal system argmax, then Bravais lattice, then Laue class within it)
+    keeps each coarse level's own best guess but gives a joint class other
+    than the phase map's. The cost of the joint argmax: a coarse level can be
+    less accurate than that level's own argmax. On the 126 patterns of
+    ``../shared/data`` with ``kcnn-resnet-s`` 0.2.0 (level from joint argmax
+    / level's own argmax / hierarchical): crystal system 0.64 / 0.89 / 0.89,
+    Bravais lattice 0.52 / 0.25 / 0.38, Laue class 0.56 / 0.77 / 0.78, joint
+    0.52 / 0.52 / 0.37. A level's own marginal probabilities are still
+    available (:func:`marginalise`, ``kikuchipy_cnn.probabilities(xmap,
+    level)``), but they answer a question of their own.
+
+    Parameters
+    ----------
+    probabilities
+        Array ``(n, len(classes))`` of joint class probabilities; rows with
+        a NaN get no decision.
+    classes
+        Joint class name of each column.
+    allowed
+        Boolean array ``(len(classes),)``: only these classes may be chosen
+        (candidate phases). The probabilities are renormalised over them
+        before the scores are computed. All classes if not given.
+
+    Returns
+    -------
+    decision
+        The chosen class, labels and scores of every pattern.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kikuchipy_cnn.symmetry import JOINT_CLASSES, decide
+    >>> p = np.zeros((1, 23))
+    >>> p[0, JOINT_CLASSES.index("mC 2/m")] = 0.3
+    >>> for c in ("cP m-3", "cI m-3", "cF m-3", "cP m-3m", "cI m-3m"):
+    ...     p[0, JOINT_CLASSES.index(c)] = 0.14
+    >>> d = decide(p, JOINT_CLASSES)
+    >>> [str(d.labels[level][0]) for level in ("joint", "crystal_system", "laue_class")]
+    ['mC 2/m', 'monoclinic', '2/m']
+    >>> round(float(d.scores["crystal_system"][0]), 2)  # cubic has 0.7 in all
+    0.3
+    """
+    classes = tuple(classes)
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(classes):
+        raise ValueError(
+            f"probabilities must have shape (n, {len(classes)}) for {len(classes)} "
+            f"classes, not {p.shape}"
+        )
+    usable = ~np.isnan(p).any(axis=1)
+    p = np.where(usable[:, None], p, 0.0)
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != (len(classes),):
+            raise ValueError(f"allowed must have shape ({len(classes)},), not {allowed.shape}")
+        if not allowed.any():
+            raise ValueError("allowed excludes every class")
+        if not allowed.all():
+            p = np.where(allowed, p, 0.0)
+            total = p.sum(axis=1, keepdims=True)
+            p = p / np.where(total > 0, total, 1.0)
+        masked = np.where(allowed, p, -np.inf)
+    else:
+        masked = p
+    index = np.argmax(masked, axis=1) if len(p) else np.zeros(0, dtype=int)
+    return decision_for_index(p, classes, np.where(usable, index, -1))
+
+
+def decision_for_index(
+    probabilities: np.ndarray, classes: tuple[str, ...] | list[str], index: np.ndarray
+) -> Decision:
+    """Labels and scores of every level for joint classes already chosen.
+
+    Parameters
+    ----------
+    probabilities
+        Array ``(n, len(classes))`` of joint class probabilities (already
+        renormalised over the allowed classes, if any).
+    classes
+        Joint class name of each column.
+    index
+        Integer array ``(n,)``: the chosen column per row, -1 for none.
+
+    Returns
+    -------
+    decision
+        See :class:`Decision`.
+    """
+    classes = tuple(classes)
+    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float64))
+    index = np.asarray(index, dtype=int)
+    usable = index >= 0
+    safe = np.where(usable, index, 0)
+    rows = np.arange(len(p))
+    infos = [joint_class_info(c) for c in classes]
+    labels, scores = {}, {}
+    for level in ("joint",) + LEVELS:
+        if level == "joint":
+            col_label = np.array(classes, dtype=object)
+            level_p, level_col = p, np.arange(len(classes))
+        else:
+            names = level_names(level)
+            col_label = np.array([info[level] for info in infos], dtype=object)
+            level_p = marginalise(p, classes, level)
+            level_col = np.array([names.index(v) for v in col_label])
+        lab = np.where(usable, col_label[safe], NOT_CLASSIFIED)
+        score = level_p[rows, level_col[safe]]
+        labels[level] = lab.astype(str)
+        scores[level] = np.where(usable, score, np.nan)
+    return Decision(index=index, labels=labels, scores=scores)
