@@ -1,0 +1,373 @@
+"""The reciprocal lattice of a pattern from its bands, reduced and classified.
+
+A Kikuchi band of plane (hkl) is the trace of the reciprocal-lattice vector
+``g_hkl``: its normal gives the direction and its angular width, twice the Bragg
+angle, the length ``|g| = 1/d = 2 sin(w/2) / lambda``. A band set is therefore a
+noisy sample of the reciprocal lattice, and the lattice can be rebuilt from it:
+
+1. :func:`reciprocal_vectors`: bands to vectors (lengths where widths exist).
+2. :func:`candidate_bases`: bases from non-coplanar triples of strong bands, also
+   divided by small integers (the primitive cell can be finer than any triple).
+3. :func:`index_bands`: each band's integer indices in a basis, with a cost.
+4. :func:`refine_basis`: least squares of directions and log-lengths.
+5. :func:`generated_sublattice`: the lattice the indexed bands generate (Hermite
+   normal form), so a too-fine basis collapses onto the observed lattice.
+6. :func:`niggli_cell` (spglib) and :func:`lattice_symmetry`: the reduced direct
+   cell and the Bravais lattice its metric has at a ladder of tolerances, like
+   cctbx's ``lattice_symmetry`` or DIALS' metric-symmetry analysis.
+
+:func:`reconstruct_lattice` runs the whole chain and returns a
+:class:`LatticeFit`. Directions are in any fixed frame (the detector frame of
+:mod:`kikuchipy_cnn.bands`); cells are returned with basis vectors as rows,
+lengths in Å, no factor 2 pi. Widths measured from profiles are about 0.9 x the
+true 2 theta_B, so absolute lengths carry that scale; angles and ratios do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+__all__ = [
+    "LatticeFit",
+    "METRIC_TOLERANCES",
+    "candidate_bases",
+    "cell_parameters",
+    "generated_sublattice",
+    "index_bands",
+    "lattice_symmetry",
+    "niggli_cell",
+    "reciprocal_vectors",
+    "reconstruct_lattice",
+    "refine_basis",
+]
+
+#: Relative metric tolerances of :func:`lattice_symmetry` (spglib ``symprec`` on
+#: a cell scaled to unit volume; angle tolerance in degrees = 100 x this).
+METRIC_TOLERANCES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+
+#: Space group of a one-atom cell per Bravais lattice (its holohedry).
+_HOLOHEDRY_SG = {
+    "aP": 2, "mP": 10, "mC": 12, "oP": 47, "oC": 65, "oF": 69, "oI": 71,
+    "tP": 123, "tI": 139, "hR": 166, "hP": 191, "cP": 221, "cF": 225, "cI": 229,
+}  # fmt: skip
+
+
+def reciprocal_vectors(normals, widths, wavelength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal-lattice vectors of bands.
+
+    Parameters
+    ----------
+    normals
+        ``(k, 3)`` unit plane normals.
+    widths
+        ``(k,)`` angular full widths (2 theta) in radians; NaN where unknown.
+    wavelength
+        Electron wavelength in Å.
+
+    Returns
+    -------
+    g
+        ``(k, 3)`` vectors in 1/Å (``|g| = 1/d``); unit length where the width
+        is unknown.
+    has_length
+        ``(k,)`` True where the length is measured.
+    """
+    n = np.asarray(normals, dtype=np.float64)
+    n = n / np.linalg.norm(n, axis=-1, keepdims=True)
+    w = np.asarray(widths, dtype=np.float64)
+    has = np.isfinite(w) & (w > 0)
+    length = np.where(has, 2 * np.sin(np.where(has, w, 0) / 2) / wavelength, 1.0)
+    return n * length[:, None], has
+
+
+def cell_parameters(basis: np.ndarray) -> np.ndarray:
+    """``(a, b, c, alpha, beta, gamma)`` (degrees) of a cell with rows as basis vectors."""
+    a = np.asarray(basis, dtype=np.float64)
+    L = np.linalg.norm(a, axis=1)
+
+    def ang(i, j):
+        return np.degrees(np.arccos(np.clip(a[i] @ a[j] / (L[i] * L[j]), -1, 1)))
+
+    return np.array([L[0], L[1], L[2], ang(1, 2), ang(0, 2), ang(0, 1)])
+
+
+def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Niggli-reduced direct cell (rows), via :func:`spglib.niggli_reduce`.
+
+    ``eps`` is relative to the cell's size (the cell is scaled to unit volume
+    for the reduction and scaled back)."""
+    import spglib
+
+    a = np.asarray(direct, dtype=np.float64)
+    s = abs(np.linalg.det(a)) ** (1 / 3)
+    red = spglib.niggli_reduce(a / s, eps=eps)
+    if red is None:
+        raise ValueError("spglib could not Niggli-reduce the cell (degenerate basis)")
+    return np.asarray(red) * s
+
+
+def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[tuple[float, str]]:
+    """Bravais lattice of a cell's metric at each tolerance.
+
+    The metric is classified by spglib on a one-atom cell (its space group is the
+    lattice's holohedry), with the cell scaled to unit volume so that
+    ``symprec`` is relative; the angle tolerance is ``100 x tol`` degrees.
+
+    Returns
+    -------
+    list of (tolerance, Bravais lattice symbol), from the tightest tolerance.
+    The symmetry can only rise with the tolerance.
+    """
+    import spglib
+
+    from kikuchipy_cnn.symmetry import space_group_class
+
+    a = np.asarray(direct, dtype=np.float64)
+    a = a / abs(np.linalg.det(a)) ** (1 / 3)
+    out = []
+    for tol in sorted(tolerances):
+        ds = spglib.get_symmetry_dataset(
+            (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
+        )
+        sg = int(ds.number) if ds is not None else 2
+        out.append((float(tol), space_group_class(sg).bravais_lattice))
+    return out
+
+
+def generated_sublattice(hkl: np.ndarray) -> np.ndarray:
+    """Integer basis (3 x 3, rows, Hermite normal form) of the lattice spanned by
+    integer vectors ``hkl``; raises ``ValueError`` when they span fewer than 3
+    dimensions."""
+    m = [[int(v) for v in h] for h in np.asarray(hkl, dtype=np.int64).reshape(-1, 3) if np.any(h)]
+    basis: list[list[int]] = []
+    for col in range(3):
+        # Euclid on this column with integer row operations (echelon form)
+        while True:
+            nz = sorted((r for r in m if r[col] != 0), key=lambda r: abs(r[col]))
+            if len(nz) <= 1:
+                break
+            piv = nz[0]
+            for r in nz[1:]:
+                q = r[col] // piv[col]
+                for c in range(3):
+                    r[c] -= q * piv[c]
+        nz = [r for r in m if r[col] != 0]
+        if not nz:
+            raise ValueError("the indexed bands do not span three dimensions")
+        piv = nz[0]
+        if piv[col] < 0:
+            piv = [-v for v in piv]
+        basis.append(piv)
+        m = [r for r in m if r[col] == 0 and any(r)]
+    return np.array(basis, dtype=np.int64)
+
+
+def candidate_bases(g: np.ndarray, has_length: np.ndarray, order: np.ndarray, n_top: int = 10,
+                    divisors=(1, 2, 3), min_det: float = 0.12) -> np.ndarray:
+    """Reciprocal bases ``(m, 3, 3)`` (rows) from non-coplanar triples of the
+    ``n_top`` strongest bands with lengths, each also divided by ``divisors``."""
+    idx = [i for i in order if has_length[i]][:n_top]
+    out = []
+    for tri in combinations(idx, 3):
+        b = g[list(tri)]
+        u = b / np.linalg.norm(b, axis=1, keepdims=True)
+        if abs(np.linalg.det(u)) < min_det:
+            continue
+        for d in divisors:
+            out.append(b / d)
+    return np.array(out).reshape(-1, 3, 3)
+
+
+def _hkl_table(hmax: int) -> np.ndarray:
+    r = np.arange(-hmax, hmax + 1)
+    h = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    first = np.where(h[:, 0] != 0, h[:, 0], np.where(h[:, 1] != 0, h[:, 1], h[:, 2]))
+    return h[first > 0]
+
+
+def index_bands(basis: np.ndarray, g: np.ndarray, has_length: np.ndarray, hmax: int = 4,
+                sigma_angle: float = np.deg2rad(0.5), sigma_length: float = 0.08,
+                max_angle: float = np.deg2rad(2.0), max_length: float = 0.25,
+                h_penalty: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index bands in a reciprocal basis.
+
+    Each band gets the integer ``h`` (``|h|_inf <= hmax``, either sign) whose
+    vector ``h @ basis`` is closest in direction and, where measured, in
+    log-length; cost ``(angle/sigma_angle)^2 + (dlog/sigma_length)^2 +
+    h_penalty * |h|_inf``.
+
+    Returns
+    -------
+    hkl
+        ``(k, 3)`` integers, signed so that ``h @ basis`` points along the band's
+        normal as given.
+    cost
+        ``(k,)``.
+    indexed
+        ``(k,)`` True where within ``max_angle`` and ``max_length``.
+    """
+    table = _hkl_table(hmax)
+    gt = table @ basis
+    lt = np.linalg.norm(gt, axis=1)
+    ut = gt / lt[:, None]
+    lg = np.linalg.norm(g, axis=1)
+    ug = g / lg[:, None]
+    cos = ug @ ut.T  # (k, m)
+    ang = np.arccos(np.clip(np.abs(cos), -1, 1))
+    dlog = np.where(has_length[:, None], np.log(lt[None] / lg[:, None]), 0.0)
+    cost = (ang / sigma_angle) ** 2 + (dlog / sigma_length) ** 2 + h_penalty * np.abs(table).max(1)[None]
+    j = np.argmin(cost, axis=1)
+    rows = np.arange(len(g))
+    hkl = table[j] * np.sign(cos[rows, j])[:, None].astype(np.int64)
+    ok = (ang[rows, j] <= max_angle) & (np.abs(dlog[rows, j]) <= max_length)
+    return hkl.astype(np.int64), cost[rows, j], ok
+
+
+def _residuals(bflat, hkl, ug, lg, has_length, sigma_angle, sigma_length):
+    b = bflat.reshape(3, 3)
+    gp = hkl @ b
+    lp = np.linalg.norm(gp, axis=1)
+    up = gp / lp[:, None]
+    r_ang = np.cross(up, ug) / sigma_angle  # 3 components, ~ sin(angle)
+    r_len = np.where(has_length, np.log(lp / lg), 0.0) / sigma_length
+    return np.concatenate([r_ang.ravel(), r_len])
+
+
+def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5),
+                 sigma_length: float = 0.08) -> tuple[np.ndarray, float, float]:
+    """Least-squares refinement of a reciprocal basis against indexed bands.
+
+    Returns the refined basis, the rms angle residual (rad) and the rms
+    log-length residual."""
+    from scipy.optimize import least_squares
+
+    lg = np.linalg.norm(g, axis=1)
+    ug = g / lg[:, None]
+    res = least_squares(
+        _residuals, np.asarray(basis, np.float64).ravel(), method="lm" if len(hkl) * 4 >= 9 else "trf",
+        args=(hkl, ug, lg, has_length, sigma_angle, sigma_length),
+    )
+    b = res.x.reshape(3, 3)
+    gp = hkl @ b
+    up = gp / np.linalg.norm(gp, axis=1, keepdims=True)
+    ang = np.arccos(np.clip(np.sum(up * ug, axis=1), -1, 1))
+    dl = np.log(np.linalg.norm(gp, axis=1) / lg)[has_length]
+    return b, float(np.sqrt(np.mean(ang**2))), float(np.sqrt(np.mean(dl**2))) if dl.size else float("nan")
+
+
+@dataclass
+class LatticeFit:
+    """Result of :func:`reconstruct_lattice`.
+
+    Attributes
+    ----------
+    reciprocal
+        Refined primitive reciprocal basis (rows, 1/Å).
+    direct
+        Niggli-reduced direct cell (rows, Å).
+    parameters
+        ``(a, b, c, alpha, beta, gamma)`` of ``direct``.
+    hkl
+        Indices of the bands in ``reciprocal`` (zeros where not indexed).
+    indexed
+        True where the band is indexed.
+    rms_angle, rms_log_length
+        Fit residuals (rad; log of length ratio).
+    symmetry
+        :func:`lattice_symmetry` of ``direct``.
+    """
+
+    reciprocal: np.ndarray
+    direct: np.ndarray
+    parameters: np.ndarray
+    hkl: np.ndarray
+    indexed: np.ndarray
+    rms_angle: float
+    rms_log_length: float
+    symmetry: list = field(default_factory=list)
+
+    @property
+    def n_indexed(self) -> int:
+        return int(self.indexed.sum())
+
+    def bravais_lattice(self, tolerance: float = 0.02) -> str:
+        """Bravais lattice at the largest ladder tolerance not above ``tolerance``."""
+        best = self.symmetry[0][1]
+        for tol, b in self.symmetry:
+            if tol <= tolerance + 1e-12:
+                best = b
+        return best
+
+
+def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int = 10,
+                        hmax: int = 4, sigma_angle: float = np.deg2rad(0.5),
+                        sigma_length: float = 0.08, n_refine: int = 6,
+                        min_bands: int = 5) -> LatticeFit | None:
+    """Rebuild the primitive reciprocal lattice of one pattern's bands.
+
+    Parameters
+    ----------
+    normals, widths, strength
+        One pattern's bands (as in :class:`kikuchipy_cnn.bands.BandSet`, valid
+        bands only); widths in radians, NaN where unknown.
+    wavelength
+        Electron wavelength in Å.
+
+    Returns
+    -------
+    LatticeFit or None
+        None when fewer than ``min_bands`` bands or fewer than three
+        non-coplanar bands with widths exist: the lattice is not determined.
+    """
+    g, has = reciprocal_vectors(normals, widths, wavelength)
+    strength = np.asarray(strength, dtype=np.float64)
+    if len(g) < min_bands or has.sum() < 3:
+        return None
+    order = np.argsort(-strength)
+    bases = candidate_bases(g, has, order, n_top=n_top)
+    if len(bases) == 0:
+        return None
+    kw = dict(hmax=hmax, sigma_angle=sigma_angle, sigma_length=sigma_length)
+    cap = 9.0 + 0.3 * hmax  # an unindexed band costs as much as a 3-sigma one
+    scored = []
+    for b in bases:
+        hkl, cost, ok = index_bands(b, g, has, **kw)
+        scored.append(float(np.minimum(np.where(ok, cost, cap), cap).sum()))
+    best = None
+    for i in np.argsort(scored)[:n_refine]:
+        b = bases[i]
+        for _ in range(3):
+            hkl, cost, ok = index_bands(b, g, has, **kw)
+            if ok.sum() < 4:
+                break
+            try:
+                sub = generated_sublattice(hkl[ok])
+            except ValueError:
+                break
+            b = sub @ b  # the lattice the indexed bands generate
+            hkl, cost, ok = index_bands(b, g, has, **kw)
+            if ok.sum() < 4:
+                break
+            b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length)
+        hkl, cost, ok = index_bands(b, g, has, **kw)
+        total = float(np.minimum(np.where(ok, cost, cap), cap).sum())
+        if best is None or total < best[0]:
+            best = (total, b, hkl, ok)
+    _, b, hkl, ok = best
+    if ok.sum() < 4 or abs(np.linalg.det(b)) < 1e-12:
+        return None
+    b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length)
+    direct = niggli_cell(np.linalg.inv(b).T)
+    return LatticeFit(
+        reciprocal=b,
+        direct=direct,
+        parameters=cell_parameters(direct),
+        hkl=np.where(ok[:, None], hkl, 0),
+        indexed=ok,
+        rms_angle=ra,
+        rms_log_length=rl,
+        symmetry=lattice_symmetry(direct),
+    )
