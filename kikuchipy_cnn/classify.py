@@ -238,8 +238,10 @@ def classify_structure(
         stored with the signal, if any; None uses none; or an array of the
         pattern shape.
     show_progressbar
-        Whether to show a progress bar. If not given, the value in
-        hyperspy's preferences is used.
+        Whether to show a progress bar. If not given, one is shown if
+        ``verbose`` is 1 and hyperspy's preference
+        ``hs.preferences.General.show_progressbar`` (which kikuchipy
+        follows) is True, so that ``verbose=0`` prints nothing.
     verbose
         Print information (model, provider, speed) if 1 (default); nothing
         if 0.
@@ -284,6 +286,8 @@ def classify_structure(
     """
     if min_score is not None and not 0 <= float(min_score) <= 1:
         raise ValueError(f"min_score must be in [0, 1], not {min_score}")
+    if show_progressbar is None and not verbose:
+        show_progressbar = False
     nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session, batch_size = _prepare(
         signal, model, navigation_mask, batch_size, providers, static_background,
         show_progressbar,

@@ -69,54 +69,107 @@ def _models(args):
 
 
 def _classify(args):
-    from pathlib import Path
-
     import kikuchipy as kp
-    from orix import io
-
-    import kikuchipy_cnn  # noqa: F401  (adds EBSD.classify_structure)
-
-    out = Path(args.output)
-    if out.suffix not in (".h5", ".hdf5", ".ang"):
-        raise ValueError(f"Output must end in .h5 or .ang, not {out.name!r}")
-    s = kp.load(args.input, lazy=args.lazy)
     from kikuchipy.signals import EBSD
 
+    import kikuchipy_cnn  # noqa: F401  (adds EBSD.classify_structure)
+    from kikuchipy_cnn.io import check_output, save_crystal_map
+
+    # Every check that can fail comes before loading and classifying
+    out = check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
+    s = kp.load(args.input, lazy=args.lazy)
     if not isinstance(s, EBSD):
         raise TypeError(f"{args.input} does not hold EBSD patterns (it loaded as {type(s).__name__})")
     xmap = s.classify_structure(
         model=args.model, min_score=args.min_score, show_progressbar=not args.quiet,
         verbose=0 if args.quiet else 1,
     )
-    io.save(out, xmap, overwrite=True)
+    written = save_crystal_map(xmap, out, overwrite=args.overwrite, inputs=[args.input])
     if not args.quiet:
         print(xmap)
-        print(f"Wrote {out}")
+        print("Wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+_MODEL_HELP = (
+    "registered model name (see `kikuchipy-cnn models`); default: the default model"
+)
+_MIN_SCORE_HELP = (
+    "patterns whose top class probability is below this are not classified "
+    "(phase id -1); 0 classifies every pattern; default: the model card's "
+    "recommended value"
+)
+_OUTPUT_HELP = (
+    "output crystal map. .h5/.hdf5: orix HDF5, the complete map (class "
+    "probabilities, scores, phases). .ang: EDAX TSL text for OIM and MTEX with "
+    "the map's phase ids and names and the top probability as confidence index "
+    "(-1: not classified); what .ang cannot hold (class probabilities, margin, "
+    "level scores, space groups, masked points) goes beside it to OUTPUT.h5 "
+    "(phases.ang -> phases.ang.h5, the complete map; orix reads a one-pattern "
+    ".ang only from there). The folder must exist"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``kikuchipy-cnn`` command."""
     parser = argparse.ArgumentParser(
         prog="kikuchipy-cnn",
         description="Classify the crystal structure of EBSD patterns with CNNs.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="classify kikuchipy's bundled Ni patterns")
-    p.add_argument("--model", default=None)
-    p.add_argument("--min-score", type=float, default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "demo", help="classify kikuchipy's bundled Ni patterns",
+        description="Classify kikuchipy's 9 bundled Ni patterns and print the map.",
+    )
+    p.add_argument("--model", default=None, help=_MODEL_HELP)
+    p.add_argument("--min-score", type=float, default=None, help=_MIN_SCORE_HELP)
     p.set_defaults(func=_demo)
-    p = sub.add_parser("models", help="list registered models, or print a model card")
-    p.add_argument("name", nargs="?", default=None)
+    p = sub.add_parser(
+        "models", help="list registered models, or print a model card",
+        description="List the registered models, or print one model's card.",
+    )
+    p.add_argument(
+        "name", nargs="?", default=None,
+        help="model whose card (classes, training, limitations) to print; "
+        "default: list all models",
+    )
     p.set_defaults(func=_models)
-    p = sub.add_parser("classify", help="classify a pattern file kikuchipy loads")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True, help="output crystal map (.h5 or .ang)")
-    p.add_argument("--model", default=None)
-    p.add_argument("--min-score", type=float, default=None)
-    p.add_argument("--lazy", action="store_true", help="stream patterns from disk")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p = sub.add_parser(
+        "classify", help="classify a pattern file kikuchipy loads",
+        description="Classify the crystal structure of every pattern in a file and "
+        "write the phase map. Never writes over the input, nor over an existing "
+        "file unless --overwrite is given; the output is written to a temporary "
+        "file renamed into place, so an interrupted run leaves no partial file.",
+    )
+    p.add_argument(
+        "input", help="EBSD pattern file kikuchipy.load() reads (e.g. .h5, .up1, "
+        ".up2, .ebsp, .dat); never modified",
+    )
+    p.add_argument("-o", "--output", required=True, help=_OUTPUT_HELP)
+    p.add_argument("--model", default=None, help=_MODEL_HELP)
+    p.add_argument("--min-score", type=float, default=None, help=_MIN_SCORE_HELP)
+    p.add_argument(
+        "--lazy", action="store_true",
+        help="stream patterns from disk chunk by chunk instead of loading them "
+        "into memory (for scans larger than memory)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the output file (and an .ang's .ang.h5) if it exists; the "
+        "input is never replaced",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="print nothing but errors (no model information, progress bar or map)",
+    )
     p.set_defaults(func=_classify)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``kikuchipy-cnn`` command with arguments ``argv`` (default:
+    the command line) and return its exit status."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except Exception as e:  # one clear line, not a traceback

@@ -43,3 +43,142 @@ def test_demo_runs_with_the_default_model():
                          capture_output=True, text=True, check=True).stdout
     assert "Phase map" in out and "Phase fractions" in out
     assert out.count("(") >= 9
+
+
+def md5(path) -> str:
+    import hashlib
+
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def real_copies(tmp_path) -> list:
+    """Copies of real pattern files: kikuchipy's Ni scan (saved by
+    kikuchipy) and, where present, the shared EMsoft Ni file."""
+    import shutil
+
+    from conftest import SHARED_DATA
+
+    s = kp.data.nickel_ebsd_small()
+    copies = [tmp_path / "copy.h5"]
+    s.save(copies[0])
+    emsoft = SHARED_DATA / "kp_emsoft_ni_sim" / "EBSD_TEST_Ni.h5"
+    if emsoft.is_file():
+        copies.append(tmp_path / "emsoft_copy.h5")
+        shutil.copyfile(emsoft, copies[-1])
+    return copies
+
+
+def test_classify_never_writes_over_its_input(tmp_path, tiny_model, capsys):
+    import os
+
+    (tmp_path / "sub").mkdir()
+    for src in real_copies(tmp_path):
+        before = md5(src)
+        link = tmp_path / f"link-{src.name}"
+        os.symlink(src, link)
+        for out in (src, tmp_path / "sub" / ".." / src.name, link):
+            for extra in ([], ["--lazy"], ["--overwrite"]):
+                rc = main(["classify", str(src), "-o", str(out), "--model", tiny_model, *extra])
+                err = capsys.readouterr().err
+                assert rc == 1 and "is the input file" in err, (out, extra, err)
+                assert md5(src) == before
+        # the sidecar of an .ang is checked too
+        os.symlink(src, tmp_path / "side.ang.h5")
+        rc = main(["classify", str(src), "-o", str(tmp_path / "side.ang"), "--model",
+                   tiny_model, "--overwrite"])
+        assert rc == 1 and "is the input file" in capsys.readouterr().err
+        (tmp_path / "side.ang.h5").unlink()
+        assert md5(src) == before
+        assert kp.load(src).data.shape == kp.load(link).data.shape
+
+
+def test_classify_keeps_an_existing_output_unless_overwrite(tmp_path, tiny_model, capsys):
+    src = real_copies(tmp_path)[0]
+    for name in ("old.h5", "old.ang", "old2.ang.h5"):
+        out = tmp_path / name
+        out.write_text("earlier results")
+        target = "old2.ang" if name == "old2.ang.h5" else name
+        rc = main(["classify", str(src), "-o", str(tmp_path / target), "--model", tiny_model])
+        err = capsys.readouterr().err
+        assert rc == 1 and "exists" in err and "--overwrite" in err, err
+        assert out.read_text() == "earlier results"
+        rc = main(["classify", str(src), "-o", str(tmp_path / target), "--model", tiny_model,
+                   "--overwrite", "-q"])
+        assert rc == 0 and io.load(tmp_path / target).size == 9
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("old")) == [
+        "old.ang", "old.ang.h5", "old.h5", "old2.ang", "old2.ang.h5"]
+
+
+def test_classify_checks_the_output_folder_before_loading(tmp_path, tiny_model, capsys,
+                                                          monkeypatch):
+    src = real_copies(tmp_path)[0]
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("loaded the patterns before checking the output")
+
+    monkeypatch.setattr(kp, "load", must_not_load)
+    out = tmp_path / "nodir" / "sub" / "out.h5"
+    rc = main(["classify", str(src), "-o", str(out), "--model", tiny_model])
+    captured = capsys.readouterr()
+    assert rc == 1 and captured.out == ""
+    assert "output folder" in captured.err and "does not exist" in captured.err
+    assert "mkdir -p" in captured.err and "nodir" in captured.err
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_classify_one_pattern_to_h5_and_ang(tmp_path, tiny_model, capsys):
+    src = tmp_path / "one.h5"
+    kp.data.nickel_ebsd_small().inav[1, 2].save(src)
+    for min_score in ("0", "1"):  # classified, not classified
+        for ext in (".h5", ".ang"):
+            out = tmp_path / f"map{min_score}{ext}"
+            rc = main(["classify", str(src), "-o", str(out), "--model", tiny_model,
+                       "--min-score", min_score, "-q"])
+            assert rc == 0, capsys.readouterr().err
+            complete = out if ext == ".h5" else tmp_path / f"map{min_score}.ang.h5"
+            xmap = io.load(complete)
+            assert xmap.size == 1 and (xmap.phase_id[0] == -1) == (min_score == "1")
+            assert np.isfinite(xmap.prop["scores"]).all()
+            if ext == ".ang":
+                row = np.loadtxt(out, ndmin=2)
+                assert row.shape == (1, 10) and row[0, 7] == xmap.phase_id[0]
+
+
+def test_help_describes_every_argument(capsys):
+    import pytest
+
+    from kikuchipy_cnn import cli
+
+    parser = cli.build_parser()
+    commands = [a for a in parser._actions if a.dest == "command"][0].choices
+    assert set(commands) == {"demo", "models", "classify"}
+    for name, sub in commands.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help and len(action.help) > 20, (name, action.dest)
+            assert " ".join(action.help.split())[:40] in text, (name, action.dest)
+    helps = {a.dest: a.help for a in commands["classify"]._actions}
+    assert {"input", "output", "model", "min_score", "lazy", "overwrite", "quiet"} <= set(helps)
+    assert "never modified" in helps["input"] and ".ang.h5" in helps["output"]
+
+
+def test_progress_bar_only_when_asked(tmp_path, tiny_model, capsys):
+    s = kp.data.nickel_ebsd_small()
+    s.classify_structure(model=tiny_model, verbose=0)
+    assert capsys.readouterr().out == ""  # verbose=0 prints nothing, no bar either
+    s.classify_structure(model=tiny_model, verbose=0, show_progressbar=True)
+    assert capsys.readouterr().out.count("100% Completed") == 1
+    s.classify_structure(model=tiny_model, show_progressbar=False)
+    assert "Completed" not in capsys.readouterr().out
+    src = real_copies(tmp_path)[0]
+    assert main(["classify", str(src), "-o", str(tmp_path / "q.h5"), "--model", tiny_model,
+                 "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["classify", str(src), "-o", str(tmp_path / "v.h5"), "--model", tiny_model]) == 0
+    out = capsys.readouterr().out
+    assert out.count("100% Completed") == 1 and "Wrote" in out
