@@ -25,6 +25,7 @@ true 2 theta_B, so absolute lengths carry that scale; angles and ratios do not.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -103,7 +104,9 @@ def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
 
     a = np.asarray(direct, dtype=np.float64)
     s = abs(np.linalg.det(a)) ** (1 / 3)
-    red = spglib.niggli_reduce(a / s, eps=eps)
+    with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        red = spglib.niggli_reduce(a / s, eps=eps)
     if red is None:
         raise ValueError("spglib could not Niggli-reduce the cell (degenerate basis)")
     return np.asarray(red) * s
@@ -129,9 +132,11 @@ def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[t
     a = a / abs(np.linalg.det(a)) ** (1 / 3)
     out = []
     for tol in sorted(tolerances):
-        ds = spglib.get_symmetry_dataset(
-            (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = spglib.get_symmetry_dataset(
+                (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
+            )
         sg = int(ds.number) if ds is not None else 2
         out.append((float(tol), space_group_class(sg).bravais_lattice))
     return out

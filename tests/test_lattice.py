@@ -1,0 +1,156 @@
+"""Lattice reconstruction: named steps on exact lattices, and the whole chain
+on exact and noisy band sets of known Bravais lattices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kikuchipy_cnn.lattice import (
+    cell_parameters,
+    generated_sublattice,
+    index_bands,
+    lattice_symmetry,
+    niggli_cell,
+    reciprocal_vectors,
+    reconstruct_lattice,
+)
+
+LAMBDA = 0.08588  # Å, 20 kV
+
+
+def direct_basis(a, b, c, al, be, ga):
+    al, be, ga = np.radians([al, be, ga])
+    v = np.sqrt(1 - np.cos(al) ** 2 - np.cos(be) ** 2 - np.cos(ga) ** 2 + 2 * np.cos(al) * np.cos(be) * np.cos(ga))
+    return np.array(
+        [[a, 0, 0], [b * np.cos(ga), b * np.sin(ga), 0],
+         [c * np.cos(be), c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga), c * v / np.sin(ga)]]
+    )  # fmt: skip
+
+
+#: conventional cell, centring condition on (h, k, l), expected Bravais lattice
+CASES = {
+    "cF": ((3.52, 3.52, 3.52, 90, 90, 90), lambda h: ((h % 2 == 0).all(1) | (h % 2 == 1).all(1))),
+    "cI": ((2.87, 2.87, 2.87, 90, 90, 90), lambda h: h.sum(1) % 2 == 0),
+    "cP": ((4.1, 4.1, 4.1, 90, 90, 90), lambda h: np.ones(len(h), bool)),
+    "hP": ((3.21, 3.21, 5.21, 90, 90, 120), lambda h: np.ones(len(h), bool)),
+    "tI": ((3.9, 3.9, 6.1, 90, 90, 90), lambda h: h.sum(1) % 2 == 0),
+    "oP": ((4.2, 5.1, 6.3, 90, 90, 90), lambda h: np.ones(len(h), bool)),
+    "mP": ((4.2, 5.1, 6.3, 90, 104, 90), lambda h: np.ones(len(h), bool)),
+}
+
+
+def band_set(name, rng, n_bands=20, noise_angle=0.0, noise_width=0.0):
+    """Bands of the lowest-order allowed reflections within a 45 deg cap,
+    strongest = longest d (exact unless noise is asked for)."""
+    cell, allowed = CASES[name]
+    A = direct_basis(*cell)
+    B = np.linalg.inv(A).T
+    r = np.arange(-3, 4)
+    h = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    h = h[np.any(h != 0, axis=1) & allowed(h)]
+    g = h @ B
+    q = rng.normal(size=(3, 3))
+    R, _ = np.linalg.qr(q)
+    g = g @ R.T
+    axis = np.array([0, 0, 1.0])
+    u = g / np.linalg.norm(g, axis=1, keepdims=True)
+    # a band is seen when its plane passes within 45 deg of the screen centre
+    seen = np.abs(u @ axis) < np.sin(np.radians(45))
+    g, u = g[seen], u[seen]
+    # one band per direction, the lowest order (longest d)
+    keep, used = [], []
+    for i in np.argsort(np.linalg.norm(g, axis=1)):
+        if any(abs(u[i] @ u[j]) > 1 - 1e-9 for j in used):
+            continue
+        used.append(i)
+        keep.append(i)
+    keep = keep[:n_bands]
+    g, u = g[keep], u[keep]
+    d = 1 / np.linalg.norm(g, axis=1)
+    w = 2 * np.arcsin(LAMBDA / (2 * d))
+    if noise_angle:
+        u = u + rng.normal(0, np.radians(noise_angle), u.shape)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+    if noise_width:
+        w = w * np.exp(rng.normal(0, noise_width, w.shape))
+    sign = rng.choice([-1, 1], size=(len(u), 1))
+    return u * sign, w, d  # strength: longer d first
+
+
+def test_reciprocal_vectors_lengths():
+    n = np.array([[0, 0, 2.0], [1, 0, 0]])
+    g, has = reciprocal_vectors(n, [2 * np.arcsin(LAMBDA / (2 * 2.0)), np.nan], LAMBDA)
+    assert has.tolist() == [True, False]
+    np.testing.assert_allclose(g[0], [0, 0, 0.5])
+    np.testing.assert_allclose(g[1], [1, 0, 0])
+
+
+def test_generated_sublattice_of_fcc_reflections():
+    h = np.array([[1, 1, 1], [2, 0, 0], [0, 2, 0], [2, 2, 0], [3, 1, 1], [1, -1, 1], [0, 0, 2]])
+    b = generated_sublattice(h)
+    assert round(abs(np.linalg.det(b))) == 4  # all-odd/all-even: index 4 in Z^3
+    # every reflection is an integer combination of the basis
+    coeff = h @ np.linalg.inv(b)
+    np.testing.assert_allclose(coeff, np.round(coeff), atol=1e-9)
+    with pytest.raises(ValueError, match="three dimensions"):
+        generated_sublattice([[1, 0, 0], [2, 0, 0], [0, 1, 0]])
+
+
+def test_niggli_and_metric_symmetry_of_known_cells():
+    # fcc primitive cell, given in a skewed setting
+    a = 3.52
+    prim = np.array([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
+    skew = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1]]) @ prim
+    red = niggli_cell(skew)
+    np.testing.assert_allclose(sorted(cell_parameters(red)[:3]), [a / np.sqrt(2)] * 3, rtol=1e-6)
+    assert lattice_symmetry(red)[0][1] == "cF"
+    assert lattice_symmetry(direct_basis(3.21, 3.21, 5.21, 90, 90, 120))[0][1] == "hP"
+    assert lattice_symmetry(direct_basis(4.2, 5.1, 6.3, 90, 90, 90))[0][1] == "oP"
+    # a 2 % tetragonal distortion of a cube: cubic only at the loose tolerances
+    ladder = dict(lattice_symmetry(direct_basis(4.0, 4.0, 4.08, 90, 90, 90)))
+    assert ladder[0.005] == "tP" and ladder[0.05] == "cP"
+
+
+def test_index_bands_in_the_true_basis():
+    B = np.linalg.inv(direct_basis(4.2, 5.1, 6.3, 90, 104, 90)).T
+    h = np.array([[1, 0, 0], [0, 1, 1], [1, -1, 2], [2, 0, -1], [0, 0, 1], [1, 1, 1]])
+    g = (h @ B) * np.array([1, -1, 1, 1, -1, 1])[:, None]  # band normals have no sign
+    hkl, cost, ok = index_bands(B, g, np.ones(len(h), bool))
+    assert ok.all()
+    np.testing.assert_array_equal(hkl, h * np.array([1, -1, 1, 1, -1, 1])[:, None])
+    assert cost.max() < 0.3 * 2 + 1e-6  # only the |h| penalty
+    # directions alone index too; a wrong cell (5 % longer b*) costs far more
+    hkl, _, ok = index_bands(B, g / np.linalg.norm(g, axis=1, keepdims=True), np.zeros(len(h), bool))
+    assert ok.all()
+    _, wrong, _ = index_bands(B * np.array([[1], [1.05], [1]]), g, np.ones(len(h), bool))
+    assert wrong.sum() > cost.sum() + 10
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reconstruction_of_exact_band_sets(name):
+    rng = np.random.default_rng(1)
+    n, w, d = band_set(name, rng, n_bands=22)
+    fit = reconstruct_lattice(n, w, d, LAMBDA)
+    assert fit is not None
+    assert fit.n_indexed >= len(n) - 1
+    assert fit.bravais_lattice(0.005) == name, fit.symmetry
+
+
+def test_reconstruction_with_measured_noise_levels():
+    # 0.2 deg on normals, 3 % on widths: cubic lattices still come out right
+    ok = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n, w, d = band_set("cF", rng, n_bands=16, noise_angle=0.2, noise_width=0.03)
+        fit = reconstruct_lattice(n, w, d, LAMBDA)
+        ok += fit is not None and fit.bravais_lattice(0.05) == "cF"
+    assert ok >= 5
+
+
+def test_too_few_bands_give_no_lattice():
+    rng = np.random.default_rng(2)
+    n, w, d = band_set("cF", rng, n_bands=4)
+    assert reconstruct_lattice(n, w, d, LAMBDA) is None
+    n, w, d = band_set("cF", rng, n_bands=10)
+    assert reconstruct_lattice(n, np.full(len(w), np.nan), d, LAMBDA) is None
