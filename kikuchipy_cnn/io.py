@@ -37,7 +37,8 @@ def sidecar_path(path: str | Path) -> Path:
     An ``.ang`` file holds phase ids and names, the top class probability
     (as confidence index) and the scan grid, but not the class
     probabilities, the other scores, the phases' space groups and colours,
-    or which points were masked; the sidecar holds all of them.
+    which points were masked, or the scan unit; the sidecar holds all of
+    them.
     """
     path = Path(path)
     return path.with_name(path.name + ".h5")
