@@ -1,5 +1,6 @@
 """Sphinx configuration of the kikuchipy-cnn documentation."""
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,9 @@ html_static_path = ["_static"]
 numpydoc_show_class_members = False
 numpydoc_validation_checks = set()
 autosummary_generate = False
+# The executed tutorial shows its figures: the kernel (which inherits this
+# environment) draws them with the inline backend, whatever MPLBACKEND says
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 nb_execution_mode = "force"
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
