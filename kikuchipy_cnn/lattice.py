@@ -231,36 +231,66 @@ def index_bands(basis: np.ndarray, g: np.ndarray, has_length: np.ndarray, hmax: 
     return hkl.astype(np.int64), cost[rows, j], ok
 
 
-def _residuals(bflat, hkl, ug, lg, has_length, sigma_angle, sigma_length):
-    b = bflat.reshape(3, 3)
-    gp = hkl @ b
-    lp = np.linalg.norm(gp, axis=1)
-    up = gp / lp[:, None]
-    r_ang = np.cross(up, ug) / sigma_angle  # 3 components, ~ sin(angle)
-    r_len = np.where(has_length, np.log(lp / lg), 0.0) / sigma_length
-    return np.concatenate([r_ang.ravel(), r_len])
-
-
 def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5),
-                 sigma_length: float = 0.08) -> tuple[np.ndarray, float, float]:
-    """Least-squares refinement of a reciprocal basis against indexed bands.
+                 sigma_length: float = 0.08, iterations: int = 3) -> tuple[np.ndarray, float, float]:
+    """Weighted least-squares refinement of a reciprocal basis against indexed bands.
+
+    ``h @ B`` is linear in ``B``: each band's residual ``h_i @ B - g_i`` is
+    weighted by ``1/sigma_length^2`` along the band's normal and
+    ``1/sigma_angle^2`` across it, both relative to ``|g|``; bands without a
+    length get no radial weight (only their direction counts). The 9 x 9 normal
+    equations are solved a few times, re-weighting with the predicted lengths.
 
     Returns the refined basis, the rms angle residual (rad) and the rms
-    log-length residual."""
-    from scipy.optimize import least_squares
-
+    log-length residual (NaN without lengths)."""
+    b = np.asarray(basis, np.float64).copy()
+    h = np.asarray(hkl, np.float64)
+    g = np.asarray(g, np.float64)
     lg = np.linalg.norm(g, axis=1)
-    ug = g / lg[:, None]
-    res = least_squares(
-        _residuals, np.asarray(basis, np.float64).ravel(), method="lm" if len(hkl) * 4 >= 9 else "trf",
-        args=(hkl, ug, lg, has_length, sigma_angle, sigma_length),
-    )
-    b = res.x.reshape(3, 3)
-    gp = hkl @ b
+    u = g / lg[:, None]
+    eye = np.eye(3)
+    K = np.concatenate([h[:, 0, None, None] * eye, h[:, 1, None, None] * eye, h[:, 2, None, None] * eye], axis=2)
+    for _ in range(iterations):
+        lp = np.linalg.norm(h @ b, axis=1)
+        scale = np.where(has_length, lg, lp) ** 2
+        uu = u[:, :, None] * u[:, None, :]
+        M = (np.where(has_length, 1 / sigma_length**2, 0.0)[:, None, None] * uu
+             + (eye - uu) / sigma_angle**2) / scale[:, None, None]
+        target = np.where(has_length[:, None], g, u * lp[:, None])
+        KtM = np.einsum("kji,kjl->kil", K, M)
+        lhs = np.einsum("kil,klm->im", KtM, K)
+        rhs = np.einsum("kil,kl->i", KtM, target)
+        try:
+            b = np.linalg.solve(lhs, rhs).reshape(3, 3)
+        except np.linalg.LinAlgError:
+            break
+    gp = h @ b
     up = gp / np.linalg.norm(gp, axis=1, keepdims=True)
-    ang = np.arccos(np.clip(np.sum(up * ug, axis=1), -1, 1))
+    ang = np.arccos(np.clip(np.abs(np.sum(up * u, axis=1)), -1, 1))
     dl = np.log(np.linalg.norm(gp, axis=1) / lg)[has_length]
     return b, float(np.sqrt(np.mean(ang**2))), float(np.sqrt(np.mean(dl**2))) if dl.size else float("nan")
+
+
+def _score_bases(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angle, max_length,
+                 h_penalty) -> np.ndarray:
+    """Total capped indexing cost of each basis ``(m, 3, 3)`` (vectorised
+    :func:`index_bands`)."""
+    table = _hkl_table(hmax)
+    gt = np.einsum("tj,mjl->mtl", table, bases)  # (m, T, 3)
+    lt = np.linalg.norm(gt, axis=2)
+    ut = gt / lt[..., None]
+    lg = np.linalg.norm(g, axis=1)
+    ug = g / lg[:, None]
+    ang2 = 2.0 * (1.0 - np.abs(np.einsum("kl,mtl->mkt", ug, ut)))  # angle^2, small angles
+    dlog = np.where(has_length[None, :, None], np.log(lt[:, None, :] / lg[None, :, None]), 0.0)
+    cost = ang2 / sigma_angle**2 + (dlog / sigma_length) ** 2 + h_penalty * np.abs(table).max(1)
+    j = np.argmin(cost, axis=2)  # (m, k)
+    best = np.take_along_axis(cost, j[..., None], 2)[..., 0]
+    ok = (np.take_along_axis(ang2, j[..., None], 2)[..., 0] <= max_angle**2) & (
+        np.abs(np.take_along_axis(dlog, j[..., None], 2)[..., 0]) <= max_length
+    )
+    cap = 9.0 + h_penalty * hmax
+    return np.minimum(np.where(ok, best, cap), cap).sum(1)
 
 
 @dataclass
@@ -307,7 +337,7 @@ class LatticeFit:
         return best
 
 
-def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int = 10,
+def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int = 8,
                         hmax: int = 4, sigma_angle: float = np.deg2rad(0.5),
                         sigma_length: float = 0.08, n_refine: int = 6,
                         min_bands: int = 5) -> LatticeFit | None:
@@ -337,10 +367,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         return None
     kw = dict(hmax=hmax, sigma_angle=sigma_angle, sigma_length=sigma_length)
     cap = 9.0 + 0.3 * hmax  # an unindexed band costs as much as a 3-sigma one
-    scored = []
-    for b in bases:
-        hkl, cost, ok = index_bands(b, g, has, **kw)
-        scored.append(float(np.minimum(np.where(ok, cost, cap), cap).sum()))
+    scored = _score_bases(bases, g, has, hmax, sigma_angle, sigma_length, np.deg2rad(2.0), 0.25, 0.3)
     best = None
     for i in np.argsort(scored)[:n_refine]:
         b = bases[i]
