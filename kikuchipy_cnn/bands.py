@@ -36,6 +36,9 @@ __all__ = [
 #: Angular half-window (rad) of the profile taken across each band.
 PROFILE_HALF_WINDOW = np.deg2rad(6.0)
 
+#: Narrowest band (in pixels across) whose width is reported.
+MIN_WIDTH_PX = 1.5
+
 
 class BandSet(NamedTuple):
     """Bands of ``n`` patterns, ``k`` per pattern (padded; see ``valid``).
@@ -192,7 +195,8 @@ def _edge(x: np.ndarray, d: np.ndarray, i: int) -> float:
 
 
 def measure_band_profiles(
-    pattern: np.ndarray, pc, normals: np.ndarray, valid: np.ndarray | None = None
+    pattern: np.ndarray, pc, normals: np.ndarray, valid: np.ndarray | None = None,
+    min_width_px: float = MIN_WIDTH_PX,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Measure each band's width from its intensity profile and re-centre it.
 
@@ -207,7 +211,7 @@ def measure_band_profiles(
     normals, width, contrast
         Refined ``(k, 3)`` normals, ``(k,)`` full widths in radians and
         ``(k,)`` contrasts; NaN widths where the profile does not resolve the
-        band (fewer than about 2.5 pixels across, or no clear edges).
+        band (fewer than MIN_WIDTH_PX pixels across, or no clear edges).
     """
     k = len(normals)
     valid = np.ones(k, bool) if valid is None else np.asarray(valid, bool)
@@ -247,7 +251,7 @@ def measure_band_profiles(
         a_rise = _edge(centres, d, i_rise)
         a_fall = _edge(centres, d, i_fall)
         w = a_fall - a_rise
-        if not (d[i_rise] > 0 and d[i_fall] < 0) or w < 2.5 * px:
+        if not (d[i_rise] > 0 and d[i_fall] < 0) or w < min_width_px * px:
             continue
         inside = np.abs(centres - 0.5 * (a_rise + a_fall)) < 0.5 * w
         outside = (np.abs(centres - 0.5 * (a_rise + a_fall)) > 0.5 * w) & (np.abs(centres) < 1.5 * w)
