@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -37,8 +38,10 @@ __all__ = [
     "candidate_bases",
     "cell_parameters",
     "generated_sublattice",
+    "ideal_cell",
     "index_bands",
     "lattice_symmetry",
+    "metric_candidates",
     "niggli_cell",
     "reciprocal_vectors",
     "reconstruct_lattice",
@@ -112,6 +115,30 @@ def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return np.asarray(red) * s
 
 
+def _ladder(direct: np.ndarray, tolerances) -> list[tuple[float, str, np.ndarray]]:
+    """spglib on a one-atom cell at each tolerance: (tolerance, Bravais lattice,
+    idealised conventional cell in the orientation of ``direct``)."""
+    import spglib
+
+    from kikuchipy_cnn.symmetry import space_group_class
+
+    a = np.asarray(direct, dtype=np.float64)
+    s = abs(np.linalg.det(a)) ** (1 / 3)
+    out = []
+    for tol in sorted(tolerances):
+        with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = spglib.get_symmetry_dataset(
+                (a / s, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
+            )
+        if ds is None:
+            out.append((float(tol), "aP", a.copy()))
+            continue
+        cell = np.asarray(ds.std_lattice) @ np.asarray(ds.std_rotation_matrix) * s
+        out.append((float(tol), space_group_class(int(ds.number)).bravais_lattice, cell))
+    return out
+
+
 def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[tuple[float, str]]:
     """Bravais lattice of a cell's metric at each tolerance.
 
@@ -124,21 +151,60 @@ def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[t
     list of (tolerance, Bravais lattice symbol), from the tightest tolerance.
     The symmetry can only rise with the tolerance.
     """
-    import spglib
+    return [(t, b) for t, b, _ in _ladder(direct, tolerances)]
 
-    from kikuchipy_cnn.symmetry import space_group_class
 
-    a = np.asarray(direct, dtype=np.float64)
-    a = a / abs(np.linalg.det(a)) ** (1 / 3)
-    out = []
-    for tol in sorted(tolerances):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = spglib.get_symmetry_dataset(
-                (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
-            )
-        sg = int(ds.number) if ds is not None else 2
-        out.append((float(tol), space_group_class(sg).bravais_lattice))
+def ideal_cell(direct: np.ndarray, tolerance: float) -> tuple[str, np.ndarray]:
+    """The Bravais lattice of a cell's metric at ``tolerance`` and its idealised
+    conventional cell (rows, Å), in the orientation of ``direct``.
+
+    spglib symmetrises the metric (e.g. a nearly cubic cell becomes exactly
+    cubic); the cell returned is ``std_lattice`` rotated back by
+    ``std_rotation_matrix``, so that band normals can be indexed in it."""
+    _, bravais, cell = _ladder(direct, [tolerance])[0]
+    return bravais, cell
+
+
+def metric_candidates(direct: np.ndarray, g: np.ndarray, has_length: np.ndarray,
+                      tolerances=METRIC_TOLERANCES, sigma_angle: float = np.deg2rad(0.5),
+                      sigma_length: float = 0.08, ladder=None) -> dict[str, tuple[float, float, float, int]]:
+    """How well each Bravais lattice of the metric ladder explains the bands.
+
+    For every distinct lattice that :func:`ideal_cell` finds along the
+    tolerance ladder, the bands are indexed in its idealised conventional cell
+    (overall scale refitted) and the residuals measured: a lattice that needs
+    a large tolerance but still fits the bands about as well as the free cell
+    is a real candidate; one whose ideal metric misfits the bands is not.
+
+    ``ladder`` reuses a ladder already computed for ``direct`` (spglib is the
+    costly step).
+
+    Returns
+    -------
+    dict
+        Bravais symbol -> ``(tolerance first reached, rms angle (rad), rms
+        log-length, bands indexed)``, unindexed bands counted at 2 degrees.
+    """
+    out: dict[str, tuple[float, float, float, int]] = {}
+    max_angle = np.deg2rad(2.0)
+    for tol, bravais, cell in ladder if ladder is not None else _ladder(direct, tolerances):
+        if bravais in out:
+            continue
+        b = np.linalg.inv(cell).T
+        kw = dict(hmax=5, sigma_angle=sigma_angle, sigma_length=sigma_length, max_angle=max_angle, max_length=0.3)
+        hkl, _, ok = index_bands(b, g, has_length, **kw)
+        if ok.any() and has_length[ok].any():
+            lp = np.linalg.norm(hkl[ok] @ b, axis=1)
+            scale = np.exp(np.median(np.log(np.linalg.norm(g[ok], axis=1) / lp)[has_length[ok]]))
+            b = b * scale
+            hkl, _, ok = index_bands(b, g, has_length, **kw)
+        gp = hkl @ b
+        up = gp / np.linalg.norm(gp, axis=1, keepdims=True)
+        ug = g / np.linalg.norm(g, axis=1, keepdims=True)
+        ang = np.where(ok, np.arccos(np.clip(np.abs(np.sum(up * ug, 1)), -1, 1)), max_angle)
+        dl = np.log(np.linalg.norm(gp, axis=1) / np.linalg.norm(g, axis=1))[ok & has_length]
+        out[bravais] = (float(tol), float(np.sqrt(np.mean(ang**2))),
+                        float(np.sqrt(np.mean(dl**2))) if dl.size else float("nan"), int(ok.sum()))
     return out
 
 
@@ -186,6 +252,7 @@ def candidate_bases(g: np.ndarray, has_length: np.ndarray, order: np.ndarray, n_
     return np.array(out).reshape(-1, 3, 3)
 
 
+@lru_cache(maxsize=8)
 def _hkl_table(hmax: int) -> np.ndarray:
     r = np.arange(-hmax, hmax + 1)
     h = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
@@ -313,6 +380,8 @@ class LatticeFit:
         Fit residuals (rad; log of length ratio).
     symmetry
         :func:`lattice_symmetry` of ``direct``.
+    candidates
+        :func:`metric_candidates` of ``direct`` against the bands.
     """
 
     reciprocal: np.ndarray
@@ -323,6 +392,7 @@ class LatticeFit:
     rms_angle: float
     rms_log_length: float
     symmetry: list = field(default_factory=list)
+    candidates: dict = field(default_factory=dict)
 
     @property
     def n_indexed(self) -> int:
@@ -393,6 +463,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         return None
     b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length)
     direct = niggli_cell(np.linalg.inv(b).T)
+    ladder = _ladder(direct, METRIC_TOLERANCES)
     return LatticeFit(
         reciprocal=b,
         direct=direct,
@@ -401,5 +472,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         indexed=ok,
         rms_angle=ra,
         rms_log_length=rl,
-        symmetry=lattice_symmetry(direct),
+        symmetry=[(t, b) for t, b, _ in ladder],
+        candidates=metric_candidates(direct, g, has, sigma_angle=sigma_angle, sigma_length=sigma_length,
+                                     ladder=ladder),
     )

@@ -154,3 +154,20 @@ def test_too_few_bands_give_no_lattice():
     assert reconstruct_lattice(n, w, d, LAMBDA) is None
     n, w, d = band_set("cF", rng, n_bands=10)
     assert reconstruct_lattice(n, np.full(len(w), np.nan), d, LAMBDA) is None
+
+
+def test_metric_candidates_measure_how_well_each_lattice_fits():
+    rng = np.random.default_rng(3)
+    n, w, d = band_set("tI", rng, n_bands=18)  # c/a = 1.56: never cubic
+    fit = reconstruct_lattice(n, w, d, LAMBDA)
+    assert "tI" in fit.candidates and fit.candidates["tI"][1] < np.radians(0.05)
+    # a 3 % tetragonal cube: cP appears at a loose tolerance and then misfits the lengths
+    CASES["tP3"] = ((4.0, 4.0, 4.12, 90, 90, 90), lambda h: np.ones(len(h), bool))
+    try:
+        n, w, d = band_set("tP3", rng, n_bands=18)
+    finally:
+        del CASES["tP3"]
+    fit = reconstruct_lattice(n, w, d, LAMBDA)
+    cand = fit.candidates
+    assert cand["tP"][0] == 0.005 and "cP" in cand and cand["cP"][0] >= 0.02
+    assert cand["cP"][2] > 3 * max(cand["tP"][2], 1e-4) or cand["cP"][1] > 3 * max(cand["tP"][1], 1e-5)
