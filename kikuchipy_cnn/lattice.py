@@ -115,28 +115,51 @@ def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return np.asarray(red) * s
 
 
-def _ladder(direct: np.ndarray, tolerances) -> list[tuple[float, str, np.ndarray]]:
-    """spglib on a one-atom cell at each tolerance: (tolerance, Bravais lattice,
-    idealised conventional cell in the orientation of ``direct``)."""
+def _spglib_metric(a: np.ndarray, s: float, tol: float) -> tuple[float, str, np.ndarray]:
     import spglib
 
     from kikuchipy_cnn.symmetry import space_group_class
 
+    with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = spglib.get_symmetry_dataset(
+            (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
+        )
+    if ds is None:
+        return float(tol), "aP", a * s
+    cell = np.asarray(ds.std_lattice) @ np.asarray(ds.std_rotation_matrix) * s
+    return float(tol), space_group_class(int(ds.number)).bravais_lattice, cell
+
+
+def _ladder(direct: np.ndarray, tolerances) -> list[tuple[float, str, np.ndarray]]:
+    """spglib on a one-atom cell along the tolerance ladder: (tolerance, Bravais
+    lattice, idealised conventional cell in the orientation of ``direct``).
+
+    Metric symmetry only rises with the tolerance, so the ladder is bisected:
+    where two tolerances give the same lattice, the ones between are given it
+    without asking spglib (loose tolerances cost it ~45 ms each)."""
     a = np.asarray(direct, dtype=np.float64)
     s = abs(np.linalg.det(a)) ** (1 / 3)
-    out = []
-    for tol in sorted(tolerances):
-        with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = spglib.get_symmetry_dataset(
-                (a / s, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
-            )
-        if ds is None:
-            out.append((float(tol), "aP", a.copy()))
-            continue
-        cell = np.asarray(ds.std_lattice) @ np.asarray(ds.std_rotation_matrix) * s
-        out.append((float(tol), space_group_class(int(ds.number)).bravais_lattice, cell))
-    return out
+    a = a / s
+    tols = sorted(float(t) for t in tolerances)
+    res: dict[int, tuple[float, str, np.ndarray]] = {}
+
+    def fill(lo: int, hi: int) -> None:
+        for i in (lo, hi):
+            if i not in res:
+                res[i] = _spglib_metric(a, s, tols[i])
+        if hi - lo <= 1:
+            return
+        if res[lo][1] == res[hi][1]:
+            for i in range(lo + 1, hi):
+                res[i] = (tols[i], res[lo][1], res[lo][2])
+            return
+        mid = (lo + hi) // 2
+        fill(lo, mid)
+        fill(mid, hi)
+
+    fill(0, len(tols) - 1)
+    return [res[i] for i in range(len(tols))]
 
 
 def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[tuple[float, str]]:

@@ -1,0 +1,149 @@
+"""Model inputs from a pattern's bands and its reconstructed lattice.
+
+ONE function, :func:`band_features`, turns the bands of patterns
+(:class:`kikuchipy_cnn.bands.BandSet`) into the fixed-length, orientation-
+invariant vectors that band models read; training and inference both call it.
+:data:`FEATURE_VERSION` names the recipe; a model card states the version its
+model was trained on, and inference refuses a mismatch.
+
+Groups (see :func:`feature_names`):
+
+- ``ladder``: one-hot Bravais lattice of the reconstructed cell's metric at each
+  tolerance of :data:`kikuchipy_cnn.lattice.METRIC_TOLERANCES`;
+- ``candidate``: per Bravais lattice, the tolerance at which it appears and how
+  much worse its idealised cell fits the bands than the free cell;
+- ``fit``: lattice found, bands indexed, residuals, reduced-cell shape;
+- ``geometry``: histogram of angles between the strongest bands, zone
+  multiplicities, relative widths;
+- ``detector``: angular pixel size and whether widths were measurable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kikuchipy_cnn.lattice import METRIC_TOLERANCES, reconstruct_lattice
+from kikuchipy_cnn.symmetry import BRAVAIS_LATTICES
+
+__all__ = ["FEATURE_VERSION", "band_features", "feature_names", "pattern_features"]
+
+#: Version of the feature recipe (bump on any change of meaning or order).
+FEATURE_VERSION = "bands-1"
+
+_N_ANGLE_BINS = 18  # 0-90 deg in 5 deg bins
+_N_TOP = 12  # strongest bands used for the geometry group
+_N_ZONES = 5
+_N_WIDTHS = 10
+_ABSENT = 3.0  # log-ratio stand-in for a lattice not on the ladder
+
+
+def feature_names() -> list[str]:
+    """Names of the feature vector's entries, in order."""
+    names = [f"ladder_{t:g}_{b}" for t in METRIC_TOLERANCES for b in BRAVAIS_LATTICES]
+    names += [f"cand_tol_{b}" for b in BRAVAIS_LATTICES]
+    names += [f"cand_angle_{b}" for b in BRAVAIS_LATTICES]
+    names += [f"cand_length_{b}" for b in BRAVAIS_LATTICES]
+    names += [
+        "fit_found", "fit_indexed_fraction", "fit_rms_angle_deg", "fit_rms_log_length",
+        "fit_b_over_a", "fit_c_over_a", "fit_cos_alpha", "fit_cos_beta", "fit_cos_gamma",
+        "fit_max_index",
+    ]  # fmt: skip
+    names += [f"geom_angle_{5 * i}_{5 * i + 5}" for i in range(_N_ANGLE_BINS)]
+    names += [f"geom_zone_{i}" for i in range(_N_ZONES)]
+    names += [f"geom_width_{i}" for i in range(_N_WIDTHS)]
+    names += ["geom_n_bands", "geom_width_fraction", "det_pixel_deg"]
+    return names
+
+
+def _geometry(normals, widths, strength) -> np.ndarray:
+    order = np.argsort(-strength)[:_N_TOP]
+    n = normals[order]
+    k = len(n)
+    out = np.zeros(_N_ANGLE_BINS + _N_ZONES + _N_WIDTHS)
+    if k >= 2:
+        cos = np.abs(n @ n.T)[np.triu_indices(k, 1)]
+        ang = np.degrees(np.arccos(np.clip(cos, 0, 1)))
+        h = np.histogram(ang, bins=_N_ANGLE_BINS, range=(0, 90))[0]
+        out[:_N_ANGLE_BINS] = h / max(h.sum(), 1)
+    if k >= 3:
+        # zone axes: pair cross products; bands through a zone are ~ perpendicular to it
+        i, j = np.triu_indices(k, 1)
+        z = np.cross(n[i], n[j])
+        zn = np.linalg.norm(z, axis=1)
+        z = z[zn > 0.1] / zn[zn > 0.1, None]
+        mult = (np.abs(z @ n.T) < np.sin(np.radians(1.5))).sum(1)
+        # a zone of m bands appears m(m-1)/2 times: count each once
+        zs = []
+        for zz, m in sorted(zip(z, mult), key=lambda t: -t[1]):
+            if all(abs(zz @ y) < 0.9998 for y in zs):
+                zs.append(zz)
+                out[_N_ANGLE_BINS + len(zs) - 1] = m / _N_TOP
+            if len(zs) == _N_ZONES:
+                break
+    w = widths[order]
+    w = np.sort(w[np.isfinite(w)])[::-1][:_N_WIDTHS]
+    if w.size:
+        out[_N_ANGLE_BINS + _N_ZONES : _N_ANGLE_BINS + _N_ZONES + w.size] = w / w[0]
+    return out
+
+
+def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: float,
+                     sigma_length: float | None = None) -> np.ndarray:
+    """Feature vector of one pattern's valid bands (see :func:`band_features`)."""
+    normals = np.asarray(normals, np.float64)
+    widths = np.asarray(widths, np.float64)
+    strength = np.asarray(strength, np.float64)
+    nb = len(BRAVAIS_LATTICES)
+    nt = len(METRIC_TOLERANCES)
+    ladder = np.zeros((nt, nb))
+    cand = np.full((3, nb), _ABSENT)
+    cand[0] = 1.0  # "appears" at tolerance 1 = never
+    fitf = np.zeros(10)
+    median_w = np.nanmedian(widths) if np.isfinite(widths).any() else np.nan
+    if sigma_length is None:
+        # width precision follows the pixel size: 0.2 at 60 px, 0.06 at >= 240 px
+        sigma_length = 0.08 if not np.isfinite(median_w) else float(np.clip(0.35 * pixel_angle / median_w, 0.06, 0.3))
+    fit = reconstruct_lattice(normals, widths, strength, wavelength, sigma_length=sigma_length) if len(normals) else None
+    if fit is not None:
+        idx = {b: i for i, b in enumerate(BRAVAIS_LATTICES)}
+        for t, (_, b) in enumerate(fit.symmetry):
+            ladder[t, idx[b]] = 1.0
+        free_a = max(fit.rms_angle, np.radians(0.05))
+        free_l = max(fit.rms_log_length, 0.01) if np.isfinite(fit.rms_log_length) else 0.01
+        for b, (tol, ra, rl, _) in fit.candidates.items():
+            cand[0, idx[b]] = tol
+            cand[1, idx[b]] = np.log(max(ra, 1e-6) / free_a)
+            cand[2, idx[b]] = np.log(max(rl, 1e-6) / free_l) if np.isfinite(rl) else 0.0
+        p = fit.parameters
+        a, b_, c = np.sort(p[:3])
+        fitf[:] = [
+            1.0, fit.n_indexed / len(normals), np.degrees(fit.rms_angle),
+            fit.rms_log_length if np.isfinite(fit.rms_log_length) else 0.0,
+            b_ / a, c / a, *np.abs(np.cos(np.radians(p[3:]))), np.abs(fit.hkl).max() / 4.0,
+        ]  # fmt: skip
+    geom = _geometry(normals, widths, strength)
+    tail = [len(normals) / 24.0, float(np.isfinite(widths).mean()) if len(widths) else 0.0, np.degrees(pixel_angle)]
+    return np.concatenate([ladder.ravel(), cand.ravel(), fitf, geom, tail]).astype(np.float32)
+
+
+def band_features(bands, wavelength, pixel_angle) -> np.ndarray:
+    """Feature vectors ``(n, F)`` float32 of patterns' bands.
+
+    Parameters
+    ----------
+    bands
+        :class:`kikuchipy_cnn.bands.BandSet` of ``n`` patterns.
+    wavelength
+        Electron wavelength(s) in Å: scalar or ``(n,)``.
+    pixel_angle
+        Angular size of a pixel near the pattern centre (rad): ``1 / (PCz *
+        rows)``; scalar or ``(n,)``.
+    """
+    n = bands.normals.shape[0]
+    lam = np.broadcast_to(np.asarray(wavelength, np.float64), (n,))
+    pa = np.broadcast_to(np.asarray(pixel_angle, np.float64), (n,))
+    out = np.empty((n, len(feature_names())), np.float32)
+    for i in range(n):
+        v = bands.valid[i]
+        out[i] = pattern_features(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], lam[i], pa[i])
+    return out
