@@ -351,9 +351,12 @@ def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5)
         lhs = np.einsum("kil,klm->im", KtM, K)
         rhs = np.einsum("kil,kl->i", KtM, target)
         try:
-            b = np.linalg.solve(lhs, rhs).reshape(3, 3)
+            b_new = np.linalg.solve(lhs, rhs).reshape(3, 3)
         except np.linalg.LinAlgError:
             break
+        if not np.isfinite(b_new).all() or abs(np.linalg.det(b_new)) < 1e-12:
+            break
+        b = b_new
     gp = h @ b
     up = gp / np.linalg.norm(gp, axis=1, keepdims=True)
     ang = np.arccos(np.clip(np.abs(np.sum(up * u, axis=1)), -1, 1))
@@ -473,6 +476,8 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
             except ValueError:
                 break
             b = sub @ b  # the lattice the indexed bands generate
+            if not np.isfinite(b).all() or abs(np.linalg.det(b)) < 1e-12:
+                break
             hkl, cost, ok = index_bands(b, g, has, **kw)
             if ok.sum() < 4:
                 break

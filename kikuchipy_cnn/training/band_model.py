@@ -1,0 +1,286 @@
+"""Train a band model: band sets -> features -> MLP -> calibrated ONNX model.
+
+Steps, each a subcommand (training extra only):
+
+``featurize``
+    Band sets written by :mod:`kikuchipy_cnn.training.band_sets` to feature
+    matrices with :func:`kikuchipy_cnn.features.band_features` (the function
+    inference uses), cached in an ``.npz`` per input file, resumable.
+``train``
+    A small MLP over the standardised features (balanced classes, weight decay,
+    early stopping on the validation structures), then one temperature fitted on
+    the validation split; writes the checkpoint and ``evaluation.json``.
+``export``
+    ONNX (opset 17, dynamic batch) with standardisation and temperature inside
+    the graph, test tensors, and a card whose input kind is ``bands``.
+
+Splits are by structure (the band sets' ``structure_id`` and the structure
+files' splits), so validation and test structures are never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kikuchipy_cnn.bands import BandSet
+from kikuchipy_cnn.features import FEATURE_VERSION, band_features, feature_names
+from kikuchipy_cnn.symmetry import JOINT_CLASSES
+
+__all__ = ["featurize", "load_features", "train", "export"]
+
+
+def pixel_angle(shape, pc) -> np.ndarray:
+    """Angular size (rad) of a pixel near the pattern centre: ``1 / (PCz * rows)``."""
+    shape = np.asarray(shape, np.float64).reshape(-1, 2)
+    pc = np.asarray(pc, np.float64).reshape(-1, 3)
+    return 1.0 / (pc[:, 2] * shape[:, 0])
+
+
+def featurize(band_set_path, out_path, chunk: int = 200, overwrite: bool = False) -> Path:
+    """Features of every band set in ``band_set_path``; resumable by chunk."""
+    from kikuchipy_cnn.training.band_sets import load_band_sets
+
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        return out_path
+    arrays, _ = load_band_sets(band_set_path)
+    n = len(arrays["normals"])
+    parts_dir = out_path.with_name(out_path.stem + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for start in range(0, n, chunk):
+        part = parts_dir / f"{start:07d}.npy"
+        if part.exists():
+            continue
+        sl = slice(start, min(start + chunk, n))
+        bs = BandSet(arrays["normals"][sl], arrays["strength"][sl], arrays["width"][sl],
+                     arrays["contrast"][sl], arrays["valid"][sl])
+        f = band_features(bs, arrays["wavelength"][sl], pixel_angle(arrays["shape"][sl], arrays["pc"][sl]))
+        tmp = part.with_suffix(".tmp.npy")
+        np.save(tmp, f)
+        os.replace(tmp, part)
+        done = min(start + chunk, n)
+        print(f"  {band_set_path}: {done}/{n} ({done / (time.perf_counter() - t0):.1f}/s this run)", flush=True)
+    feats = np.concatenate([np.load(parts_dir / f"{s:07d}.npy") for s in range(0, n, chunk)])
+    tmp = out_path.with_name(out_path.stem + ".tmp.npz")
+    np.savez_compressed(
+        tmp, features=feats, label=arrays["label"], structure_id=arrays["structure_id"],
+        source=arrays["source"], shape=arrays["shape"], feature_version=FEATURE_VERSION,
+    )
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def load_features(paths) -> dict:
+    """Concatenate feature files; refuses files of another feature version."""
+    parts = []
+    for p in paths:
+        with np.load(p) as f:
+            if str(f["feature_version"]) != FEATURE_VERSION:
+                raise ValueError(f"{p} holds features {f['feature_version']}, not {FEATURE_VERSION}: rerun featurize")
+            parts.append({k: f[k] for k in ("features", "label", "structure_id", "source", "shape")})
+    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+def _mlp(n_in: int, n_out: int, hidden: int, dropout: float):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+        nn.Linear(hidden, n_out),
+    )  # fmt: skip
+
+
+def _levels_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
+    from kikuchipy_cnn.symmetry import LEVELS, joint_class_info, level_names, marginalise
+
+    out = {"joint": float((probs.argmax(1) == labels).mean())}
+    for level in LEVELS:
+        names = level_names(level)
+        p = marginalise(probs, JOINT_CLASSES, level)
+        truth = np.array([names.index(joint_class_info(JOINT_CLASSES[i])[level]) for i in labels])
+        out[level] = float((p.argmax(1) == truth).mean())
+    return out
+
+
+def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    conf = probs.max(1)
+    right = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    e = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            e += m.mean() * abs(right[m].mean() - conf[m].mean())
+    return float(e)
+
+
+def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 0.2,
+          epochs: int = 200, lr: float = 2e-3, weight_decay: float = 1e-3, seed: int = 0,
+          patience: int = 20) -> dict:
+    """Train the MLP, calibrate it on validation, evaluate on test; write
+    ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    tr, va = load_features(train_paths), load_features(val_paths)
+    te = load_features(test_paths) if test_paths else None
+    overlap = set(tr["structure_id"]) & (set(va["structure_id"]) | (set(te["structure_id"]) if te else set()))
+    if overlap:
+        raise ValueError(f"{len(overlap)} structures are in train and val/test, e.g. {sorted(overlap)[:3]}")
+    mu = tr["features"].mean(0)
+    sd = tr["features"].std(0) + 1e-3
+    nc = len(JOINT_CLASSES)
+
+    def t(x):
+        return torch.as_tensor((x - mu) / sd, dtype=torch.float32)
+
+    xtr, ytr = t(tr["features"]), torch.as_tensor(tr["label"])
+    xva, yva = t(va["features"]), torch.as_tensor(va["label"])
+    counts = np.bincount(tr["label"], minlength=nc).astype(np.float64)
+    w = torch.as_tensor(np.where(counts > 0, counts.sum() / (nc * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
+    model = _mlp(xtr.shape[1], nc, hidden, dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=w)
+    best, best_state, wait, history = np.inf, None, 0, []
+    for ep in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xtr))
+        for i in range(0, len(perm), 256):
+            idx = perm[i : i + 256]
+            opt.zero_grad()
+            loss = loss_fn(model(xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            vl = float(torch.nn.functional.cross_entropy(model(xva), yva, weight=w))
+        history.append(vl)
+        if vl < best - 1e-4:
+            best, best_state, wait = vl, {k: v.clone() for k, v in model.state_dict().items()}, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        logits_va = model(xva)
+    # one temperature on validation (unweighted NLL: calibration on the natural mix)
+    temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
+    nll = [float(torch.nn.functional.cross_entropy(logits_va / T, yva)) for T in temps]
+    T = float(temps[int(np.argmin(nll))])
+    result = {"temperature": T, "epochs": len(history), "best_val_loss": best, "n_train": len(xtr),
+              "n_val": len(xva), "feature_version": FEATURE_VERSION}
+
+    def evaluate(d, name):
+        with torch.no_grad():
+            p = torch.softmax(model(t(d["features"])) / T, 1).numpy()
+        res = {"n": int(len(p)), "accuracy": _levels_accuracy(p, d["label"]), "ece_joint": _ece(p, d["label"])}
+        by = {}
+        for src in np.unique(d["source"]):
+            m = d["source"] == src
+            by[str(src)] = {"n": int(m.sum()), "accuracy": _levels_accuracy(p[m], d["label"][m])}
+            small = m & (d["shape"].min(1) < 100)
+            if small.any():
+                by[str(src) + " <100 px"] = {"n": int(small.sum()), "accuracy": _levels_accuracy(p[small], d["label"][small])}
+            big = m & (d["shape"].min(1) >= 100)
+            if big.any():
+                by[str(src) + " >=100 px"] = {"n": int(big.sum()), "accuracy": _levels_accuracy(p[big], d["label"][big])}
+        res["by_source"] = by
+        result[name] = res
+        return p
+
+    evaluate(va, "val")
+    if te is not None:
+        p = evaluate(te, "test")
+        result["test"]["confusion_joint"] = np.bincount(
+            te["label"] * nc + p.argmax(1), minlength=nc * nc).reshape(nc, nc).tolist()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": best_state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
+                "dropout": dropout, "n_in": int(xtr.shape[1]), "feature_version": FEATURE_VERSION,
+                "feature_names": feature_names()}, out_dir / "checkpoint.pt")
+    (out_dir / "evaluation.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> Path:
+    """ONNX model (standardisation and temperature inside) with test tensors;
+    returns the ONNX path. The card is written by the caller (it carries the
+    evaluation)."""
+    import torch
+
+    ck = torch.load(checkpoint, weights_only=False)
+    core = _mlp(ck["n_in"], len(JOINT_CLASSES), ck["hidden"], ck["dropout"])
+    core.load_state_dict(ck["state"])
+    core.eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.core = core
+            self.register_buffer("mu", torch.as_tensor(ck["mu"], dtype=torch.float32))
+            self.register_buffer("sd", torch.as_tensor(ck["sd"], dtype=torch.float32))
+            self.t = float(ck["temperature"])
+
+        def forward(self, features):
+            return torch.softmax(self.core((features - self.mu) / self.sd) / self.t, dim=1)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "model.onnx"
+    if onnx_path.exists():
+        raise FileExistsError(f"{onnx_path} exists: remove it or export to another folder")
+    x = torch.zeros(2, ck["n_in"])
+    tmp = out_dir / "model.tmp.onnx"
+    torch.onnx.export(Wrapped(), (x,), str(tmp), input_names=["features"], output_names=["probabilities"],
+                      dynamic_axes={"features": {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
+                      dynamo=False)
+    os.replace(tmp, onnx_path)
+    if test_features is not None:
+        tf = np.asarray(test_features, np.float32)
+        with torch.no_grad():
+            tp = Wrapped()(torch.as_tensor(tf)).numpy()
+        np.save(out_dir / "test_input.npy", tf)
+        np.save(out_dir / "test_output.npy", tp)
+    return onnx_path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("featurize", help="band sets -> feature files")
+    f.add_argument("inputs", nargs="+", help="band-set .npz files")
+    f.add_argument("--out-dir", required=True, help="folder for the feature files")
+    t = sub.add_parser("train", help="train, calibrate and evaluate the MLP")
+    t.add_argument("--train", nargs="+", required=True)
+    t.add_argument("--val", nargs="+", required=True)
+    t.add_argument("--test", nargs="*", default=[])
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--epochs", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.cmd == "featurize":
+        for p in args.inputs:
+            out = Path(args.out_dir) / (Path(p).stem + ".features.npz")
+            featurize(p, out)
+            print(f"wrote {out}")
+    elif args.cmd == "train":
+        res = train(args.train, args.val, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+        print(json.dumps({k: v for k, v in res.items() if k != "test" or True}, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    main()
