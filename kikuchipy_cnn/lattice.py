@@ -313,7 +313,8 @@ def index_bands(basis: np.ndarray, g: np.ndarray, has_length: np.ndarray, hmax: 
     cos = ug @ ut.T  # (k, m)
     ang = np.arccos(np.clip(np.abs(cos), -1, 1))
     dlog = np.where(has_length[:, None], np.log(lt[None] / lg[:, None]), 0.0)
-    cost = (ang / sigma_angle) ** 2 + (dlog / sigma_length) ** 2 + h_penalty * np.abs(table).max(1)[None]
+    sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))[:, None]
+    cost = (ang / sigma_angle) ** 2 + (dlog / sl) ** 2 + h_penalty * np.abs(table).max(1)[None]
     j = np.argmin(cost, axis=1)
     rows = np.arange(len(g))
     hkl = table[j] * np.sign(cos[rows, j])[:, None].astype(np.int64)
@@ -344,7 +345,8 @@ def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5)
         lp = np.linalg.norm(h @ b, axis=1)
         scale = np.where(has_length, lg, lp) ** 2
         uu = u[:, :, None] * u[:, None, :]
-        M = (np.where(has_length, 1 / sigma_length**2, 0.0)[:, None, None] * uu
+        sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))
+        M = (np.where(has_length, 1 / sl**2, 0.0)[:, None, None] * uu
              + (eye - uu) / sigma_angle**2) / scale[:, None, None]
         target = np.where(has_length[:, None], g, u * lp[:, None])
         KtM = np.einsum("kji,kjl->kil", K, M)
@@ -376,7 +378,8 @@ def _score_bases(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angl
     ug = g / lg[:, None]
     ang2 = 2.0 * (1.0 - np.abs(np.einsum("kl,mtl->mkt", ug, ut)))  # angle^2, small angles
     dlog = np.where(has_length[None, :, None], np.log(lt[:, None, :] / lg[None, :, None]), 0.0)
-    cost = ang2 / sigma_angle**2 + (dlog / sigma_length) ** 2 + h_penalty * np.abs(table).max(1)
+    sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))[None, :, None]
+    cost = ang2 / sigma_angle**2 + (dlog / sl) ** 2 + h_penalty * np.abs(table).max(1)
     j = np.argmin(cost, axis=2)  # (m, k)
     best = np.take_along_axis(cost, j[..., None], 2)[..., 0]
     ok = (np.take_along_axis(ang2, j[..., None], 2)[..., 0] <= max_angle**2) & (
@@ -446,6 +449,9 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         bands only); widths in radians, NaN where unknown.
     wavelength
         Electron wavelength in Å.
+    sigma_angle, sigma_length
+        Expected errors of band directions (rad) and of log widths; the
+        length error may be one per band (narrow bands are measured worse).
 
     Returns
     -------
@@ -457,6 +463,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
     strength = np.asarray(strength, dtype=np.float64)
     if len(g) < min_bands or has.sum() < 3:
         return None
+    sigma_length = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),)).copy()
     order = np.argsort(-strength)
     bases = candidate_bases(g, has, order, n_top=n_top)
     if len(bases) == 0:
@@ -481,7 +488,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
             hkl, cost, ok = index_bands(b, g, has, **kw)
             if ok.sum() < 4:
                 break
-            b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length)
+            b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length[ok])
         hkl, cost, ok = index_bands(b, g, has, **kw)
         total = float(np.minimum(np.where(ok, cost, cap), cap).sum())
         if best is None or total < best[0]:
@@ -489,7 +496,7 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
     _, b, hkl, ok = best
     if ok.sum() < 4 or abs(np.linalg.det(b)) < 1e-12:
         return None
-    b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length)
+    b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length[ok])
     direct = niggli_cell(np.linalg.inv(b).T)
     ladder = _ladder(direct, METRIC_TOLERANCES)
     return LatticeFit(
