@@ -33,6 +33,7 @@ def map_patterns(
     out_shape: tuple[int, ...],
     navigation_mask: np.ndarray | None,
     chunk_patterns: int,
+    per_pattern: np.ndarray | None = None,
     **kwargs,
 ) -> da.Array:
     """Apply ``func(patterns, excluded, **kwargs)`` to all patterns.
@@ -58,6 +59,10 @@ def map_patterns(
         but never more than 128 MB. Eager data are cut into chunks of one
         step; lazy data keep their blocks (those above 256 MB are split) and
         each block is worked through step by step.
+    per_pattern
+        Optional ``(nav_size, m)`` float array (e.g. each pattern's pattern
+        centre), cut like the patterns and passed to ``func`` as
+        ``per_pattern=``.
 
     Returns
     -------
@@ -84,10 +89,15 @@ def map_patterns(
         mask = da.zeros((n,), dtype=bool, chunks=(flat.chunks[0],))
     else:
         mask = da.from_array(np.asarray(navigation_mask).ravel(), chunks=(flat.chunks[0],))
+    extra = []
+    if per_pattern is not None:
+        pp = np.asarray(per_pattern, dtype=np.float64).reshape(n, -1)
+        extra = [da.from_array(pp, chunks=(flat.chunks[0], -1))[:, :, None]]
     out = da.map_blocks(
         _apply,
         flat,
         mask[:, None, None],
+        *extra,
         block_func=func,
         block_kwargs=kwargs,
         step=chunk,
@@ -111,13 +121,14 @@ def compute(arr: da.Array, show_progressbar: bool) -> np.ndarray:
         return arr.compute()
 
 
-def _apply(patterns, excluded, block_func, block_kwargs, step):
+def _apply(patterns, excluded, *per_pattern, block_func, block_kwargs, step):
     excluded = excluded[:, 0, 0]
+    pp = per_pattern[0][:, :, 0] if per_pattern else None
+
+    def run(sl):
+        kw = dict(block_kwargs) if pp is None else {**block_kwargs, "per_pattern": pp[sl]}
+        return block_func(patterns[sl], excluded[sl], **kw)
+
     if len(patterns) <= step:
-        return block_func(patterns, excluded, **block_kwargs)
-    return np.concatenate(
-        [
-            block_func(patterns[i : i + step], excluded[i : i + step], **block_kwargs)
-            for i in range(0, len(patterns), step)
-        ]
-    )
+        return run(slice(None))
+    return np.concatenate([run(slice(i, i + step)) for i in range(0, len(patterns), step)])

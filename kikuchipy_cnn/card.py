@@ -117,8 +117,26 @@ class ModelCard:
         return tuple(c["colour"] for c in self.data["classes"])
 
     @property
+    def input_kind(self) -> str:
+        """``"pixels"`` (preprocessed patterns) or ``"bands"`` (features of the
+        bands, :func:`kikuchipy_cnn.features.band_features`)."""
+        return str(self.data["input"].get("kind", "pixels"))
+
+    @property
     def preprocessing(self) -> Preprocessing:
+        """Pixel preprocessing recipe (pixel models only)."""
+        if self.input_kind != "pixels":
+            raise ModelCardError(f"Model {self.name!r} reads band features, not preprocessed pixels")
         return Preprocessing.from_dict(self.data["preprocessing"])
+
+    @property
+    def band_settings(self) -> dict:
+        """Band extraction settings of a band model: ``n_bands`` and the
+        feature version."""
+        if self.input_kind != "bands":
+            raise ModelCardError(f"Model {self.name!r} reads pixels, not band features")
+        return {"n_bands": int(self.data["preprocessing"]["n_bands"]),
+                "feature_version": str(self.data["input"]["feature_version"])}
 
     @property
     def input_name(self) -> str:
@@ -160,12 +178,31 @@ class ModelCard:
             if key not in (d["input"] or {}):
                 raise ModelCardError(f"{where}: input lacks {key!r}")
         shape = self.input_shape
-        p = self.preprocessing
-        if len(shape) != 4 or shape[1] != 1 or shape[2:] != (p.size, p.size):
-            raise ModelCardError(
-                f"{where}: input shape {list(shape)} must be [-1, 1, {p.size}, "
-                f"{p.size}] for preprocessing size {p.size}"
-            )
+        kind = self.input_kind
+        if kind == "pixels":
+            p = self.preprocessing
+            if len(shape) != 4 or shape[1] != 1 or shape[2:] != (p.size, p.size):
+                raise ModelCardError(
+                    f"{where}: input shape {list(shape)} must be [-1, 1, {p.size}, "
+                    f"{p.size}] for preprocessing size {p.size}"
+                )
+        elif kind == "bands":
+            from kikuchipy_cnn.features import FEATURE_VERSION, feature_names
+
+            version = d["input"].get("feature_version")
+            if version != FEATURE_VERSION:
+                raise ModelCardError(
+                    f"{where}: the model reads band features {version!r}, but this version of "
+                    f"kikuchipy-cnn computes {FEATURE_VERSION!r}: install the kikuchipy-cnn "
+                    "version the model was trained with, or a model for this one"
+                )
+            n = len(feature_names())
+            if list(shape) != [-1, n]:
+                raise ModelCardError(f"{where}: input shape {list(shape)} must be [-1, {n}] for {version}")
+            if "n_bands" not in (d["preprocessing"] or {}):
+                raise ModelCardError(f"{where}: preprocessing of a band model lacks 'n_bands'")
+        else:
+            raise ModelCardError(f"{where}: input kind {kind!r} is not 'pixels' or 'bands'")
         if "probabilities" not in d["outputs"]:
             raise ModelCardError(f"{where}: outputs must name 'probabilities'")
         labels = []
@@ -225,8 +262,9 @@ class ModelCard:
         lines = [
             f"{self.name} {self.version}",
             f"  {d['description'].strip()}",
-            f"  Input: {list(self.input_shape)} {d['input']['dtype']}, preprocessing "
-            f"{self.preprocessing.to_dict()}",
+            f"  Input: {list(self.input_shape)} {d['input']['dtype']}, "
+            + (f"preprocessing {self.preprocessing.to_dict()}" if self.input_kind == "pixels"
+               else f"band features {self.band_settings}"),
             f"  Classes ({len(self.classes)}): {', '.join(self.classes)}",
             f"  Recommended min_score: {self.min_score}",
             f"  Saliency: {', '.join(self.saliency_methods)}",

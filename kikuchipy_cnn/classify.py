@@ -33,8 +33,10 @@ def resolve_model(model: str | ModelCard | None) -> ModelCard:
     return get_model(model)
 
 
-def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background):
-    """Per-chunk work: preprocessing → ONNX Runtime → probabilities.
+def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
+                    per_pattern=None, wavelength=None):
+    """Per-chunk work: preprocessing (pixels) or band features (bands) → ONNX
+    Runtime → probabilities.
 
     Returns ``(n, n_classes + 1)``: probabilities (NaN where excluded or
     unusable) and a last column that is 1 for unusable patterns.
@@ -46,7 +48,10 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     keep = np.flatnonzero(~excluded)
     if keep.size == 0:
         return out
-    x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
+    if card.input_kind == "bands":
+        x, valid = _band_input(patterns[keep], per_pattern[keep], wavelength, card, static_background)
+    else:
+        x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
     session = get_session(card, providers)
     good = keep[valid]
     if good.size:
@@ -54,6 +59,82 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
         out[good, :-1] = probs
     out[keep[~valid], -1] = 1
     return out
+
+
+def _band_input(patterns, pcs, wavelength, card, static_background):
+    """Band features of patterns (static background divided out first) and
+    which patterns are usable (finite, not constant)."""
+    from kikuchipy_cnn.bands import detect_bands
+    from kikuchipy_cnn.features import band_features
+
+    x = np.asarray(patterns, dtype=np.float32).copy()
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(x).all(axis=(1, 2)) & (np.ptp(x, axis=(1, 2)) > 0)
+    if static_background is not None:
+        bg = np.asarray(static_background, dtype=np.float32)
+        x /= np.maximum(bg / bg.mean(), 0.01)
+    feats = np.zeros((len(x), card.input_shape[1]), dtype=np.float32)
+    if valid.any():
+        bands = detect_bands(x[valid], pcs[valid], n_bands=card.band_settings["n_bands"])
+        pixel_angle = 1.0 / (pcs[valid, 2] * x.shape[1])
+        feats[valid] = band_features(bands, wavelength, pixel_angle)
+    return feats, valid
+
+
+#: kikuchipy's pattern centre when none is known (Bruker convention)
+KIKUCHIPY_DEFAULT_PC = (0.5, 0.5, 0.5)
+
+
+def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
+    """Pattern centre of every pattern ``(n, 3)`` (Bruker convention, from
+    ``signal.detector``) and the electron wavelength (Å) from the beam energy
+    in the signal's metadata (20 kV, with a warning, when it is missing).
+
+    Warns when the detector carries kikuchipy's default pattern centre, which is
+    almost never the real one: band models need the true geometry."""
+    from kikuchipy_cnn.bands import electron_wavelength
+
+    n = int(np.prod(nav_shape)) if nav_shape else 1
+    det = signal.detector
+    sig_shape = tuple(signal.axes_manager.signal_shape[::-1])
+    if tuple(det.shape) != sig_shape:
+        raise ValueError(
+            f"The signal's detector has shape {tuple(det.shape)} but the patterns are {sig_shape}: "
+            "set s.detector to the detector of these patterns (kikuchipy.detectors.EBSDDetector)"
+        )
+    pc = np.asarray(det.pc, dtype=np.float64).reshape(-1, 3)
+    if len(pc) == 1:
+        pc = np.repeat(pc, n, axis=0)
+    if len(pc) != n:
+        raise ValueError(
+            f"The signal's detector has {len(pc)} pattern centres for {n} patterns: give one, "
+            "or one per pattern (s.detector.pc of shape navigation shape + (3,))"
+        )
+    if np.allclose(pc, KIKUCHIPY_DEFAULT_PC):
+        warnings.warn(
+            "The signal's detector has kikuchipy's default pattern centre (0.5, 0.5, 0.5), "
+            "which is almost never the real one; band models read the lattice from band "
+            "angles and need the true geometry. Set it, e.g. s.detector.pc = (PCx, PCy, PCz) "
+            "in the Bruker convention (see kikuchipy.detectors.EBSDDetector for converting "
+            "TSL, Oxford or EMsoft values)",
+            UserWarning,
+            stacklevel=3,
+        )
+    energy = None
+    try:
+        energy = float(signal.metadata.Acquisition_instrument.SEM.beam_energy)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    if energy is None or not 1 <= energy <= 100:
+        warnings.warn(
+            "The signal's metadata give no beam energy (Acquisition_instrument.SEM.beam_energy, "
+            "kV): assuming 20 kV. Set it with "
+            "s.set_experimental_parameters(beam_energy=...)",
+            UserWarning,
+            stacklevel=3,
+        )
+        energy = 20.0
+    return pc, electron_wavelength(energy)
 
 
 def _navigation(signal) -> tuple[tuple[int, ...], tuple[float, ...], str]:
@@ -173,7 +254,8 @@ def _prepare(signal, model, navigation_mask, batch_size, providers, static_backg
     return nav_shape, step_sizes, scan_unit, mask, card, bg, show_progressbar, session, batch_size
 
 
-def map_model(signal, nav_shape, mask, card, session, batch_size, bg, func, out_shape, **extra):
+def map_model(signal, nav_shape, mask, card, session, batch_size, bg, func, out_shape,
+              per_pattern=None, **extra):
     """Lazy per-pattern results of ``func`` run chunk by chunk with a model's
     session (see :func:`~kikuchipy_cnn._chunks.map_patterns`)."""
     return map_patterns(
@@ -183,6 +265,7 @@ def map_model(signal, nav_shape, mask, card, session, batch_size, bg, func, out_
         out_shape,
         mask,
         batch_size,
+        per_pattern=per_pattern,
         card_path=str(card.path),
         providers=tuple(session.providers),
         batch_size=int(batch_size),
@@ -308,9 +391,13 @@ def classify_structure(
             f"Classifying {n_used} pattern(s)"
         )
     t0 = time.perf_counter()
+    geometry = {}
+    if card.input_kind == "bands":
+        pcs, wavelength = detector_geometry(signal, nav_shape)
+        geometry = {"per_pattern": pcs, "wavelength": wavelength}
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _classify_chunk,
-        (len(card.classes) + 1,),
+        (len(card.classes) + 1,), **geometry,
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
