@@ -497,7 +497,10 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
     if ok.sum() < 4 or abs(np.linalg.det(b)) < 1e-12:
         return None
     b, ra, rl = refine_basis(b, hkl[ok], g[ok], has[ok], sigma_angle, sigma_length[ok])
-    direct = niggli_cell(np.linalg.inv(b).T)
+    try:
+        direct = niggli_cell(np.linalg.inv(b).T)
+    except (ValueError, np.linalg.LinAlgError):  # a degenerate cell: no lattice
+        return None
     ladder = _ladder(direct, METRIC_TOLERANCES)
     return LatticeFit(
         reciprocal=b,
