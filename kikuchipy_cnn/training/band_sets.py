@@ -73,6 +73,16 @@ ln f2 + ``beta`` ln d + ``sigma`` N(0, 1), the top ones in score order;
 visible bands ordered by f2, of the bands matched per rank group is as in
 the rendered data (mean ln(1 + rank)).
 
+The committed model (``models/training-data/band-sets/error_model.json``) was
+fitted on ``rendered_train`` (true-PC patterns) and ``rendered_val``: the
+error model describes the extractor, not the structures. Known limits:
+the selection fit ended at the grid edge (beta = 4; widen the grid); a random
+"spurious" band often lands within 2 degrees of some reflector band of a
+dense structure, so re-measuring ``reflectors`` data gives fewer spurious
+bands than injected (top ranks at 60-99 px: 0.19 against 0.29); the masters'
+Lambert grids (77-161 px) blur narrow bands, so errors are those of these
+masters as much as of the extractor.
+
 Format
 ------
 One ``.npz`` per (source, split) (:func:`save_band_sets`,
