@@ -15,6 +15,7 @@ from kikuchipy_cnn.engine import default_batch_size, get_session
 from kikuchipy_cnn.preprocessing import preprocess
 from kikuchipy_cnn.registry import get_model
 from kikuchipy_cnn._chunks import compute, map_patterns
+from kikuchipy_cnn.pattern_check import CHECK_CODES, check_patterns as _check_patterns
 
 __all__ = ["classify_structure"]
 
@@ -31,6 +32,28 @@ def resolve_model(model: str | ModelCard | None) -> ModelCard:
     if model is not None and not isinstance(model, str):
         raise TypeError(f"model must be a model name or a ModelCard, not {model!r}")
     return get_model(model)
+
+
+def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
+    """:func:`_classify_chunk` after the model-independent pattern check
+    (:mod:`kikuchipy_cnn.pattern_check`): patterns that are not Kikuchi
+    patterns are not given to the model.
+
+    Returns ``(n, n_classes + 3)``: the columns of :func:`_classify_chunk`,
+    then the check code and the Kikuchi score (NaN where excluded, or the
+    check is off).
+    """
+    n = patterns.shape[0]
+    extra = np.full((n, 2), np.nan, dtype=np.float32)
+    keep = np.flatnonzero(~excluded)
+    if check and keep.size:
+        code, score = _check_patterns(patterns[keep], kwargs.get("static_background"))
+        extra[keep, 0] = code
+        extra[keep, 1] = score
+        excluded = excluded.copy()
+        excluded[keep[code != 0]] = True
+    out = _classify_chunk(patterns, excluded, **kwargs)
+    return np.concatenate([out, extra], axis=1)
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
@@ -135,6 +158,20 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
         )
         energy = 20.0
     return pc, electron_wavelength(energy)
+
+
+def _warn_rejected(codes: np.ndarray) -> None:
+    """Warn once about the patterns the pattern check rejected."""
+    counts = {c: int((codes == c).sum()) for c in CHECK_CODES if c}
+    if any(counts.values()):
+        what = ", ".join(f"{k} {CHECK_CODES[c].split(' (')[0]}" for c, k in counts.items() if k)
+        warnings.warn(
+            f"{sum(counts.values())} pattern(s) are not usable Kikuchi patterns ({what}) and "
+            "were not classified (phase_id -1; see the map's 'kikuchi_check' property, or "
+            "pass check=False)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _navigation(signal) -> tuple[tuple[int, ...], tuple[float, ...], str]:
@@ -286,6 +323,7 @@ def classify_structure(
     verbose: int = 1,
     return_saliency: bool = False,
     phase_list: "PhaseList | None" = None,
+    check: bool = True,
 ) -> CrystalMap | tuple[CrystalMap, "EBSDSaliency"]:
     r"""Classify the crystal structure of every pattern with a CNN.
 
@@ -338,6 +376,16 @@ def classify_structure(
         candidates' classes (renormalised) and the map uses these phases
         and ids, ready for kikuchipy's indexing. Candidates of the same
         class cannot be told apart: a warning names them.
+    check
+        Whether to check, independently of the model, that each pattern is
+        a usable Kikuchi pattern before classifying it (default True; see
+        :func:`~kikuchipy_cnn.pattern_check.check_patterns`). Patterns that
+        are too small (shorter side < 32 px), blank, saturated, or show no
+        Kikuchi bands (noise, photographs, other images) get
+        ``phase_id = -1`` whatever the model says; the map's
+        ``"kikuchi_check"`` property gives the reason (0 passed, 1 too
+        small, 2 blank, 3 saturated, 4 no Kikuchi bands) and
+        ``"kikuchi_score"`` the band score (pass from 3.3).
 
     Returns
     -------
@@ -348,7 +396,9 @@ def classify_structure(
         ``"margin"`` (top minus second probability),
         ``"crystal_system_score"``, ``"bravais_lattice_score"``,
         ``"laue_class_score"`` and each class's probability (see
-        :func:`~kikuchipy_cnn.probabilities`). Masked and unusable (NaN,
+        :func:`~kikuchipy_cnn.probabilities`), and ``"kikuchi_check"``,
+        ``"kikuchi_score"`` (see ``check``; NaN where masked or the check is
+        off). Masked, rejected by the check and unusable (NaN,
         infinite or constant) patterns have ``phase_id = -1`` and NaN
         properties.
     saliency
@@ -396,11 +446,12 @@ def classify_structure(
         pcs, wavelength = detector_geometry(signal, nav_shape)
         geometry = {"per_pattern": pcs, "wavelength": wavelength}
     lazy_out = map_model(
-        signal, nav_shape, mask, card, session, batch_size, bg, _classify_chunk,
-        (len(card.classes) + 1,), **geometry,
+        signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
+        (len(card.classes) + 3,), check=bool(check), **geometry,
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
+    out, check_out = out[:, :-2], out[:, -2:]  # pattern check: code, Kikuchi score
     probs, unusable = out[:, :-1], out[:, -1] == 1
     n_bad = int(unusable.sum())
     if n_bad:
@@ -417,6 +468,10 @@ def classify_structure(
         probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask,
         phase_list,
     )
+    xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
+    xmap.prop["kikuchi_score"] = check_out[xmap.is_in_data, 1]
+    if check:
+        _warn_rejected(check_out[:, 0])
     if return_saliency:
         from kikuchipy_cnn.saliency import get_saliency
 
