@@ -147,3 +147,60 @@ def shared_data_dir() -> Path:
     if os.environ.get("KIKUCHIPY_CNN_REQUIRE_SHARED") == "1":
         pytest.fail(f"{SHARED_DATA} is required (KIKUCHIPY_CNN_REQUIRE_SHARED=1) but absent")
     pytest.skip(f"{SHARED_DATA} (real EBSD validation data beside the repository) is absent")
+
+
+def make_band_model_dir(directory: Path, name: str = "tiny-bands", seed: int = 0) -> Path:
+    """A band model (input kind 'bands'): features -> linear -> softmax with
+    random weights, its test tensors and card; return the card path."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
+    from kikuchipy_cnn.features import FEATURE_VERSION, feature_names
+
+    nf, nc = len(feature_names()), len(JOINT_CLASSES)
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.3, (nf, nc)).astype(np.float32)
+    b = rng.normal(0, 0.1, (nc,)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["features", "w", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        "tiny-bands",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", nf])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", nc])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(directory / "model.onnx"))
+    x = rng.random((3, nf)).astype(np.float32)
+    sess = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.save(directory / "test_input.npy", x)
+    np.save(directory / "test_output.npy", sess.run(["probabilities"], {"features": x})[0])
+    card = {
+        "format_version": 1, "name": name, "version": "0.0.1",
+        "description": "Tiny untrained band model built by the test suite.",
+        "license": "CC0-1.0", "citation": "none",
+        "weights": {"file": "model.onnx", "sha256": sha256_of(directory / "model.onnx")},
+        "input": {"name": "features", "kind": "bands", "feature_version": FEATURE_VERSION,
+                  "shape": [-1, nf], "dtype": "float32", "axes": "bf"},
+        "preprocessing": {"name": "kikuchipy_cnn.bands.v1", "n_bands": 16},
+        "outputs": {"probabilities": "probabilities"},
+        "temperature": 1.0,
+        "classes": [{**joint_class_info(c), "colour": DEFAULT_COLOURS[c]} for c in JOINT_CLASSES],
+        "saliency": [],
+        "min_score": 0.0,
+        "test": {"input": "test_input.npy", "output": "test_output.npy", "tolerance": 1e-5},
+        "training_data": "none (random weights)", "evaluation": {},
+        "limitations": ["Untrained: for tests only."],
+    }  # fmt: skip
+    path = directory / "card.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_band_card_path(tmp_path_factory) -> Path:
+    return make_band_model_dir(tmp_path_factory.mktemp("models") / "tiny-bands")
