@@ -370,7 +370,9 @@ def _score_bases(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angl
                  h_penalty) -> np.ndarray:
     """Total capped indexing cost of each basis ``(m, 3, 3)`` (vectorised
     :func:`index_bands`)."""
-    table = _hkl_table(hmax)
+    table = _hkl_table(hmax).astype(np.float32)
+    bases = np.asarray(bases, np.float32)
+    g = np.asarray(g, np.float32)
     gt = np.einsum("tj,mjl->mtl", table, bases)  # (m, T, 3)
     lt = np.linalg.norm(gt, axis=2)
     ut = gt / lt[..., None]
@@ -470,7 +472,9 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         return None
     kw = dict(hmax=hmax, sigma_angle=sigma_angle, sigma_length=sigma_length)
     cap = 9.0 + 0.3 * hmax  # an unindexed band costs as much as a 3-sigma one
-    scored = _score_bases(bases, g, has, hmax, sigma_angle, sigma_length, np.deg2rad(2.0), 0.25, 0.3)
+    # score every basis on the strongest bands only (the refinement uses all)
+    top = order[:12]
+    scored = _score_bases(bases, g[top], has[top], hmax, sigma_angle, sigma_length[top], np.deg2rad(2.0), 0.25, 0.3)
     best = None
     for i in np.argsort(scored)[:n_refine]:
         b = bases[i]
