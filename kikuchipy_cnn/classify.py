@@ -385,7 +385,7 @@ def classify_structure(
         ``phase_id = -1`` whatever the model says; the map's
         ``"kikuchi_check"`` property gives the reason (0 passed, 1 too
         small, 2 blank, 3 saturated, 4 no Kikuchi bands) and
-        ``"kikuchi_score"`` the band score (pass from 3.3).
+        ``"kikuchi_score"`` the band score (pass from 3.45).
 
     Returns
     -------

@@ -68,7 +68,7 @@ MAX_SATURATED = 0.3
 #: smooth shading (Kikuchi patterns: 0.1-0.65)
 MAX_SMOOTHNESS = 0.75
 #: Kikuchi score from which a pattern passes
-MIN_KIKUCHI_SCORE = 3.3
+MIN_KIKUCHI_SCORE = 3.45
 
 #: Check codes (``kikuchi_check`` property of a classified map)
 CHECK_CODES = {

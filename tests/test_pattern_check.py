@@ -1,0 +1,109 @@
+"""The model-independent pattern check: inputs that are not Kikuchi patterns
+(noise, blank, tiny, saturated, a photograph) are not classified at the
+default settings; real Kikuchi patterns pass the check."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import kikuchipy_cnn  # noqa: F401
+from conftest import shared_data_dir
+from kikuchipy_cnn.pattern_check import MIN_SIDE, check_patterns
+
+
+def _non_kikuchi():
+    rng = np.random.default_rng(42)
+    from skimage.data import camera
+
+    photo = camera()[100:340, 150:390].astype(np.uint8)
+    yield "noise 3x3", rng.random((3, 3)).astype(np.float32)
+    yield "noise 3x3 uint8", rng.integers(0, 256, (3, 3), dtype=np.uint8)
+    yield "noise 20x20", rng.random((20, 20)).astype(np.float32)
+    yield "white noise 60x60", rng.normal(100, 10, (60, 60)).astype(np.float32)
+    yield "Poisson noise 120x120", rng.poisson(20, (120, 120)).astype(np.uint16)
+    yield "blank", np.full((60, 60), 128, dtype=np.uint8)
+    yield "saturated", np.minimum(rng.integers(0, 256, (60, 60)), 100).astype(np.uint8)
+    yield "photo", photo
+
+
+@pytest.mark.parametrize("name,image", list(_non_kikuchi()), ids=[n for n, _ in _non_kikuchi()])
+def test_non_kikuchi_inputs_are_not_classified(name, image):
+    import kikuchipy as kp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xmap = kp.signals.EBSD(image).classify_structure(verbose=0, show_progressbar=False)
+    assert (xmap.phase_id == -1).all(), name
+    expected = {"blank": 2, "saturated": 3}.get(name, 1 if min(image.shape) < MIN_SIDE else None)
+    if expected is not None:  # rejected by the check itself, not only by min_score
+        assert xmap.prop["kikuchi_check"][0] == expected
+        assert np.isnan(xmap.prop["scores"][0])
+
+
+def test_check_codes():
+    rng = np.random.default_rng(0)
+    assert check_patterns(rng.random((5, 5)))[0].tolist() == [1]
+    assert check_patterns(np.zeros((2, 60, 60)))[0].tolist() == [2, 2]
+    nan = np.full((60, 60), np.nan)
+    assert check_patterns(nan)[0].tolist() == [2]
+    sat = np.minimum(rng.random((60, 60)), 0.5)
+    assert check_patterns(sat)[0].tolist() == [3]
+    code, score = check_patterns(rng.random((20, 60, 60)))
+    assert (code == 4).mean() >= 0.5  # the rest is left to the model's min_score
+    assert np.isfinite(score).all()
+
+
+def test_kikuchipy_nickel_patterns_pass():
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    code, score = check_patterns(s.data.reshape(9, 60, 60), s.static_background)
+    assert code.tolist() == [0] * 9
+    xmap = s.classify_structure(verbose=0, show_progressbar=False, min_score=0)
+    assert (xmap.phase_id != -1).all()
+    np.testing.assert_array_equal(xmap.prop["kikuchi_check"], 0)
+
+
+def test_check_eager_lazy_and_masked_agree():
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    data = s.data.astype(np.float32).copy()
+    data[0, 1] = np.minimum(data[0, 1], np.quantile(data[0, 1], 0.5))  # saturated
+    s2 = kp.signals.EBSD(data)
+    s2.static_background = s.static_background
+    mask = np.zeros((3, 3), bool)
+    mask[2, 2] = True
+    kw = dict(verbose=0, show_progressbar=False, min_score=0, navigation_mask=mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = s2.classify_structure(**kw)
+        lazy = s2.as_lazy().classify_structure(**kw)
+        off = s2.classify_structure(**kw, check=False)
+    for xmap in (eager, lazy):
+        check = xmap.get_map_data("kikuchi_check")
+        assert check[0, 1] == 3 and np.isnan(check[2, 2])
+        assert xmap.get_map_data("phase_id")[0, 1] == -1
+        assert (np.delete(check.ravel(), [1, 8]) == 0).all()
+    np.testing.assert_array_equal(eager.phase_id, lazy.phase_id)
+    assert off.get_map_data("phase_id")[0, 1] != -1
+    assert np.isnan(off.prop["kikuchi_check"]).all()
+
+
+def test_shared_data_patterns_pass():
+    from kikuchipy_cnn.training.real_data import load_cases
+
+    cases = load_cases(shared_data_dir())
+    codes = []
+    for case in cases:
+        s = case.signal
+        bg = getattr(s, "static_background", None)
+        if bg is not None and np.asarray(bg).shape != s.data.shape[-2:]:
+            bg = None
+        code, _ = check_patterns(s.data.reshape((-1,) + s.data.shape[-2:]), bg)
+        codes.append(code)
+        if case.kind == "exp":
+            assert (code == 0).all(), case.path
+    codes = np.concatenate(codes)
+    assert (codes == 0).mean() >= 0.95
