@@ -63,6 +63,10 @@ def _saliency_chunk(patterns, excluded, card_path, providers, batch_size, static
     n, rows, cols = patterns.shape
     out = np.zeros((n, rows, cols), dtype=np.float32)
     keep = np.flatnonzero(~excluded)
+    if keep.size:  # no heatmap for what is not a Kikuchi pattern (all zeros)
+        from kikuchipy_cnn.pattern_check import check_patterns
+
+        keep = keep[check_patterns(patterns[keep], static_background)[0] == 0]
     if keep.size == 0:
         return out
     recipe = card.preprocessing
@@ -126,7 +130,9 @@ def get_saliency(
         :class:`~kikuchipy_cnn.signals.EBSDSaliency` (lazy,
         ``LazyEBSDSaliency``, if the signal is lazy) with the signal's
         navigation axes and pattern shape, values in [0, 1] per pattern,
-        zero outside the region the model sees, and ``metadata.Saliency``
+        zero outside the region the model sees and for patterns that fail
+        the pattern check (:func:`~kikuchipy_cnn.pattern_check.check_patterns`:
+        not Kikuchi patterns), and ``metadata.Saliency``
         naming the model, method and target.
     """
     if method not in METHODS:

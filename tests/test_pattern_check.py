@@ -107,3 +107,17 @@ def test_shared_data_patterns_pass():
             assert (code == 0).all(), case.path
     codes = np.concatenate(codes)
     assert (codes == 0).mean() >= 0.95
+
+
+def test_saliency_is_zero_for_non_kikuchi_inputs():
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    data = s.data.astype(np.float32).copy()
+    data[0, 0] = 7.0  # blank
+    data[0, 1] = np.minimum(data[0, 1], np.quantile(data[0, 1], 0.5))  # saturated
+    s2 = kp.signals.EBSD(data)
+    s2.static_background = s.static_background
+    sal = kikuchipy_cnn.get_saliency(s2, show_progressbar=False)
+    assert sal.data[0, 0].max() == 0 and sal.data[0, 1].max() == 0
+    assert sal.data[1, 1].max() > 0
