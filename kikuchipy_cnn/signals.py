@@ -32,6 +32,10 @@ class _ClassLabel:
         data = self.patterns.data[tuple(indices[::-1])]
         data = np.asarray(data.compute() if hasattr(data, "compute") else data)
         bg = static_background_of(self.patterns, "auto")
+        from kikuchipy_cnn.pattern_check import check_patterns
+
+        if check_patterns(data[None], bg)[0][0] != 0:  # get_saliency gives no heatmap
+            return None, None
         x, valid = preprocess(data[None], card.preprocessing, bg)
         if not valid[0]:
             return None, None
@@ -49,7 +53,7 @@ class _ClassLabel:
             self._cache[indices] = self._classify(indices)
         name, score = self._cache[indices]
         if name is None:
-            return "Unusable pattern: no saliency"
+            return "Not a usable Kikuchi pattern: no saliency"
         kind = "predicted" if self.target == "predicted" else "target"
         return f"{name} ({kind}, score {score:.2f})\n{self.model}, {self.method} saliency"
 
