@@ -152,7 +152,7 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
         warnings.warn(
             "The signal's metadata give no beam energy (Acquisition_instrument.SEM.beam_energy, "
             "kV): assuming 20 kV. Set it with "
-            "s.set_experimental_parameters(beam_energy=...)",
+            "s.metadata.set_item('Acquisition_instrument.SEM.beam_energy', 20.0)",
             UserWarning,
             stacklevel=3,
         )

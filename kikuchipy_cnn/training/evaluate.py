@@ -141,7 +141,10 @@ def dynamical_nickel_patterns(n: int = 600, seed: int = 0):
             if noise != "none":
                 counts = 200 if noise == "moderate" else 30
                 data = rng.poisson(data * counts + 1.0).astype(np.float32)
-            yield f"{size}px/{noise}", kp.signals.EBSD(data.astype(np.float32))
+            out = kp.signals.EBSD(data.astype(np.float32))
+            out.detector = det  # the geometry the patterns were projected with
+            out.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+            yield f"{size}px/{noise}", out
 
 
 def eval_dynamical_nickel(model, n=600) -> tuple[dict, list]:
