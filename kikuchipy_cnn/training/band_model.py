@@ -122,11 +122,23 @@ def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     return float(e)
 
 
+#: Feature groups by name prefix (for ablations)
+GROUPS = {"lattice": ("ladder_", "cand_", "fit_"), "geometry": ("geom_",), "detector": ("det_",)}
+
+
+def group_mask(groups) -> np.ndarray:
+    """Boolean mask of the feature columns in the named :data:`GROUPS`."""
+    names = feature_names()
+    prefixes = tuple(p for g in groups for p in GROUPS[g])
+    return np.array([n.startswith(prefixes) for n in names])
+
+
 def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 0.2,
           epochs: int = 200, lr: float = 2e-3, weight_decay: float = 1e-3, seed: int = 0,
-          patience: int = 20) -> dict:
+          patience: int = 20, groups=tuple(GROUPS)) -> dict:
     """Train the MLP, calibrate it on validation, evaluate on test; write
-    ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``."""
+    ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``. ``groups``
+    keeps only those feature groups (the others are zeroed: ablations)."""
     import torch
 
     torch.manual_seed(seed)
@@ -136,6 +148,9 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     overlap = set(tr["structure_id"]) & (set(va["structure_id"]) | (set(te["structure_id"]) if te else set()))
     if overlap:
         raise ValueError(f"{len(overlap)} structures are in train and val/test, e.g. {sorted(overlap)[:3]}")
+    keep = group_mask(groups)
+    for d in (tr, va) + ((te,) if te else ()):
+        d["features"] = np.where(keep, d["features"], 0.0).astype(np.float32)
     mu = tr["features"].mean(0)
     sd = tr["features"].std(0) + 1e-3
     nc = len(JOINT_CLASSES)
@@ -181,6 +196,7 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     nll = [float(torch.nn.functional.cross_entropy(logits_va / T, yva)) for T in temps]
     T = float(temps[int(np.argmin(nll))])
     result = {"temperature": T, "epochs": len(history), "best_val_loss": best, "n_train": len(xtr),
+              "groups": list(groups),
               "n_val": len(xva), "feature_version": FEATURE_VERSION}
 
     def evaluate(d, name):
@@ -242,16 +258,17 @@ def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> 
     onnx_path = out_dir / "model.onnx"
     if onnx_path.exists():
         raise FileExistsError(f"{onnx_path} exists: remove it or export to another folder")
+    model = Wrapped().eval()
     x = torch.zeros(2, ck["n_in"])
     tmp = out_dir / "model.tmp.onnx"
-    torch.onnx.export(Wrapped(), (x,), str(tmp), input_names=["features"], output_names=["probabilities"],
+    torch.onnx.export(model, (x,), str(tmp), input_names=["features"], output_names=["probabilities"],
                       dynamic_axes={"features": {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
                       dynamo=False)
     os.replace(tmp, onnx_path)
     if test_features is not None:
         tf = np.asarray(test_features, np.float32)
         with torch.no_grad():
-            tp = Wrapped()(torch.as_tensor(tf)).numpy()
+            tp = model(torch.as_tensor(tf)).numpy()
         np.save(out_dir / "test_input.npy", tf)
         np.save(out_dir / "test_output.npy", tp)
     return onnx_path
@@ -271,6 +288,8 @@ def main(argv=None):
     t.add_argument("--hidden", type=int, default=256)
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS),
+                   help="feature groups to use (ablations)")
     args = ap.parse_args(argv)
     if args.cmd == "featurize":
         for p in args.inputs:
@@ -278,8 +297,14 @@ def main(argv=None):
             featurize(p, out)
             print(f"wrote {out}")
     elif args.cmd == "train":
-        res = train(args.train, args.val, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-        print(json.dumps({k: v for k, v in res.items() if k != "test" or True}, indent=1)[:4000])
+        res = train(args.train, args.val, args.test, args.out, hidden=args.hidden, epochs=args.epochs,
+                    seed=args.seed, groups=args.groups)
+        for split in ("val", "test"):
+            if split in res:
+                print(split, {k: round(v, 3) for k, v in res[split]["accuracy"].items()},
+                      "ECE", round(res[split]["ece_joint"], 3))
+                for src, r in res[split]["by_source"].items():
+                    print("   ", src, r["n"], {k: round(v, 3) for k, v in r["accuracy"].items()})
 
 
 if __name__ == "__main__":
