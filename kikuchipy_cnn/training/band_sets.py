@@ -151,6 +151,9 @@ QUANTILES = tuple(np.round(np.linspace(0, 1, 21), 3).tolist())
 #: Widths below this many pixels are not measured (as in bands.py)
 MIN_WIDTH_PX = 2.5
 
+#: Where the band sets are written and read by default (models/training-data/band-sets)
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "models" / "training-data" / "band-sets"
+
 STRUCTURE_FILES = ("structures_seed0.json", "structures_seed1.json")
 SOURCES = ("rendered", "reflectors")
 SPLITS = ("train", "val", "test")
@@ -929,7 +932,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from kikuchipy_cnn.training.master_patterns import TRAINING_DATA
 
-    out = Path(args.out or TRAINING_DATA / "band-sets")
+    out = Path(args.out) if args.out else DEFAULT_OUT
     if args.fit_error_model:
         srcs = args.fit_from or [out / "rendered_train.npz"]
         arrays = concat_arrays([load_band_sets(s)[0] for s in srcs])

@@ -254,6 +254,29 @@ def write_report(results: dict, rows: dict, out: Path, model: str, seconds: floa
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
 
 
+def eval_band_sets_test(model, source: str = "rendered") -> dict:
+    """Held-out structures (test split) for a band model: the committed band
+    sets of :mod:`kikuchipy_cnn.training.band_sets` (``rendered``: dynamical
+    patterns through the band detector; ``reflectors``: reflector lists with
+    the fitted error model), features by the inference function."""
+    from kikuchipy_cnn.bands import BandSet
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.engine import get_session
+    from kikuchipy_cnn.features import band_features
+    from kikuchipy_cnn.training.band_model import pixel_angle
+    from kikuchipy_cnn.training.band_sets import DEFAULT_OUT, load_band_sets
+
+    card = resolve_model(model)
+    a, _ = load_band_sets(Path(DEFAULT_OUT) / f"{source}_test.npz")
+    bs = BandSet(a["normals"], a["strength"], a["width"], a["contrast"], a["valid"])
+    x = band_features(bs, a["wavelength"], pixel_angle(a["shape"], a["pc"]))
+    p = get_session(card).run(x)["probabilities"]
+    m = metrics(p, [JOINT_CLASSES[i] for i in a["label"]])
+    m["structures"] = int(len(np.unique(a["structure_id"])))
+    m["classes_present"] = int(len(np.unique(a["label"])))
+    return m
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None)
@@ -264,7 +287,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     t0 = time.time()
     results, rows = {}, {}
-    if "a" in args.parts:
+    from kikuchipy_cnn.classify import resolve_model
+
+    bands = resolve_model(args.model).input_kind == "bands"
+    if "a" in args.parts and bands:
+        for source in ("rendered", "reflectors"):
+            results[f"a. held-out structures, band sets ({source})"] = eval_band_sets_test(args.model, source)
+    if "a" in args.parts and not bands:
         from kikuchipy_cnn.training.kinematical import DEFAULT_OUT, FITTED_OUT
 
         results["a. held-out structures, dynamical"] = eval_simulated_test(args.model, args.n_simulated)
