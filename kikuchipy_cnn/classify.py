@@ -427,6 +427,12 @@ def classify_structure(
     )
     if min_score is None:
         min_score = card.min_score
+    if return_saliency and not card.saliency_methods:
+        raise ValueError(
+            f"Model {card.name!r} gives no saliency maps (its card lists no saliency method); "
+            "call classify_structure() without return_saliency, or use a pixel model such as "
+            "'kcnn-resnet-s' for saliency"
+        )
     if phase_list is not None:
         from kikuchipy_cnn.crystal_map import candidate_columns
 

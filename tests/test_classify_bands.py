@@ -64,3 +64,11 @@ def test_default_geometry_and_missing_energy_warn(tiny_band_card_path):
         s.classify_structure(model=card, verbose=0, min_score=0, static_background=None)
     text = " ".join(str(r.message) for r in rec)
     assert "default pattern centre" in text and "beam energy" in text
+
+
+def test_saliency_of_a_band_model_is_refused_before_the_work(ni, tiny_band_card_path):
+    card = ModelCard.from_file(tiny_band_card_path)
+    with pytest.raises(ValueError, match="gives no saliency maps"):
+        ni.classify_structure(model=card, verbose=0, return_saliency=True)
+    with pytest.raises(ValueError, match="does not support saliency"):
+        ni.get_saliency(model=card, show_progressbar=False)
