@@ -25,12 +25,17 @@ true 2 theta_B, so absolute lengths carry that scale; angles and ratios do not.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
+
+# spglib's C code prints "No centring was found." and the like for loose
+# tolerances on nearly degenerate cells: not for our users' consoles
+os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
 __all__ = [
     "LatticeFit",
