@@ -127,9 +127,28 @@ def to_sample_frame(normals: np.ndarray, detector) -> np.ndarray:
     return np.asarray(normals) @ m.T
 
 
+def _import_band_detect():
+    """PyEBSDIndex's ``BandDetect``, imported without letting PyEBSDIndex change
+    the process environment: it sets ``NUMBA_CACHE_DIR`` to its own folder on
+    import, which child processes (e.g. Jupyter kernels) inherit and which made
+    them crash loading kikuchipy's cached numba functions."""
+    import os
+
+    had = "NUMBA_CACHE_DIR" in os.environ
+    old = os.environ.get("NUMBA_CACHE_DIR")
+    try:
+        from pyebsdindex.band_detect import BandDetect
+    finally:
+        if had:
+            os.environ["NUMBA_CACHE_DIR"] = old
+        else:
+            os.environ.pop("NUMBA_CACHE_DIR", None)
+    return BandDetect
+
+
 @lru_cache(maxsize=8)
 def _band_detector(shape: tuple[int, int], n_bands: int):
-    from pyebsdindex.band_detect import BandDetect
+    BandDetect = _import_band_detect()
 
     return BandDetect(
         patDim=shape, nTheta=180, nRho=90, tSigma=1.0, rSigma=1.2, rhoMaskFrac=0.1, nBands=n_bands

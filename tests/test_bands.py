@@ -102,3 +102,20 @@ def test_bad_input_is_refused():
         detect_bands(np.ones((1, 40, 40)), (0.5, 0.5, 0.0))
     with pytest.raises(ValueError, match="rows, columns"):
         detect_bands(np.ones((40,)), (0.5, 0.5, 0.5))
+
+
+def test_band_detection_leaves_the_environment_alone():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numpy as np\n"
+        "before = dict(os.environ)\n"
+        "from kikuchipy_cnn.bands import detect_bands\n"
+        "detect_bands(np.random.default_rng(0).random((1, 40, 40)), (0.5, 0.3, 0.6))\n"
+        "print(sorted(k for k, v in os.environ.items() if before.get(k) != v))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
