@@ -50,10 +50,11 @@ def _write_model_cards(app):
         lines += ["| | |", "|---|---|"]
         lines += [f"| Licence | {d['license']} |",
                   f"| Input | {list(card.input_shape)} {d['input']['dtype']} |",
-                  f"| Preprocessing | `{card.preprocessing.to_dict()}` |",
+                  (f"| Preprocessing | `{card.preprocessing.to_dict()}` |" if card.input_kind == "pixels"
+                   else f"| Band features | `{card.band_settings}` |"),
                   f"| Weights sha256 | `{card.sha256}` |",
                   f"| Recommended min_score | {card.min_score} |",
-                  f"| Saliency | {', '.join(card.saliency_methods)} |", ""]
+                  f"| Saliency | {', '.join(card.saliency_methods) or 'none'} |", ""]
         lines += ["### Classes", "", "| class | crystal system | Bravais lattice | Laue class | representative space group |",
                   "|---|---|---|---|---|"]
         for c in d["classes"]:

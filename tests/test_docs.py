@@ -60,3 +60,17 @@ def test_executed_tutorial_contains_the_figures():
     ]
     assert any("plot_maps(" in src for src in with_image)
     assert sum("plot_overlay(" in src for src in with_image) >= 2
+
+
+def test_model_card_pages_render_for_every_registered_model(tmp_path):
+    """The docs' model-card page is written for pixel and band models alike."""
+    import runpy
+    from types import SimpleNamespace
+
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "docs" / "conf.py"))
+    conf["_write_model_cards"](SimpleNamespace(srcdir=str(tmp_path)))
+    text = (tmp_path / "_generated" / "model_cards.md").read_text()
+    import kikuchipy_cnn
+
+    for name in kikuchipy_cnn.list_models():
+        assert f"## {name} " in text
