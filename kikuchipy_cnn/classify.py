@@ -160,15 +160,24 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
     return pc, electron_wavelength(energy)
 
 
-def _warn_rejected(codes: np.ndarray) -> None:
-    """Warn once about the patterns the pattern check rejected."""
+def _warn_rejected(codes: np.ndarray, has_background: bool = True) -> None:
+    """Warn once about the patterns the pattern check rejected; without a
+    static background, say that raw patterns need one (their fixed detector
+    pattern hides the bands from the check)."""
     counts = {c: int((codes == c).sum()) for c in CHECK_CODES if c}
     if any(counts.values()):
         what = ", ".join(f"{k} {CHECK_CODES[c].split(' (')[0]}" for c, k in counts.items() if k)
+        hint = ""
+        if not has_background and counts.get(4):
+            hint = (
+                ". No static background was divided out: raw patterns need theirs "
+                "(s.static_background, or static_background=... here), or remove it "
+                "first with s.remove_static_background(); processed patterns pass"
+            )
         warnings.warn(
             f"{sum(counts.values())} pattern(s) are not usable Kikuchi patterns ({what}) and "
             "were not classified (phase_id -1; see the map's 'kikuchi_check' property, or "
-            "pass check=False)",
+            f"pass check=False){hint}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -477,7 +486,7 @@ def classify_structure(
     xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
     xmap.prop["kikuchi_score"] = check_out[xmap.is_in_data, 1]
     if check:
-        _warn_rejected(check_out[:, 0])
+        _warn_rejected(check_out[:, 0], has_background=bg is not None)
     if return_saliency:
         from kikuchipy_cnn.saliency import get_saliency
 

@@ -121,3 +121,23 @@ def test_saliency_is_zero_for_non_kikuchi_inputs():
     sal = kikuchipy_cnn.get_saliency(s2, show_progressbar=False)
     assert sal.data[0, 0].max() == 0 and sal.data[0, 1].max() == 0
     assert sal.data[1, 1].max() > 0
+
+
+def test_raw_patterns_without_their_static_background_get_the_fix_named():
+    import warnings
+
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    raw = kp.signals.EBSD(s.data.copy())  # raw, its static background not carried along
+    with pytest.warns(RuntimeWarning, match="raw patterns need theirs"):
+        xmap = raw.classify_structure(verbose=0, min_score=0)
+    assert (xmap.prop["kikuchi_check"] == 4).all()
+    # the fix the warning names: remove the static background first
+    corrected = s.deepcopy()
+    corrected.remove_static_background(show_progressbar=False)
+    fixed = kp.signals.EBSD(corrected.data.copy())  # processed, no static background
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        xmap = fixed.classify_structure(verbose=0, min_score=0)
+    assert (xmap.prop["kikuchi_check"] == 0).all()
