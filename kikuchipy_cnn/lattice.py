@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
-
-# spglib's C code prints "No centring was found." and the like for loose
-# tolerances on nearly degenerate cells: not for our users' consoles
-os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
 __all__ = [
     "LatticeFit",
@@ -103,6 +100,26 @@ def cell_parameters(basis: np.ndarray) -> np.ndarray:
     return np.array([L[0], L[1], L[2], ang(1, 2), ang(0, 2), ang(0, 1)])
 
 
+@contextmanager
+def _quiet_spglib():
+    """spglib's C code prints "No centring was found." and the like for loose
+    tolerances on nearly degenerate cells, and a deprecation notice from Python:
+    neither is for our users' consoles. ``SPGLIB_WARNING=OFF`` only while spglib
+    runs; the environment is restored."""
+    had = "SPGLIB_WARNING" in os.environ
+    old = os.environ.get("SPGLIB_WARNING")
+    os.environ["SPGLIB_WARNING"] = "OFF"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        if had:
+            os.environ["SPGLIB_WARNING"] = old
+        else:
+            os.environ.pop("SPGLIB_WARNING", None)
+
+
 def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     """Niggli-reduced direct cell (rows), via :func:`spglib.niggli_reduce`.
 
@@ -112,8 +129,7 @@ def niggli_cell(direct: np.ndarray, eps: float = 1e-5) -> np.ndarray:
 
     a = np.asarray(direct, dtype=np.float64)
     s = abs(np.linalg.det(a)) ** (1 / 3)
-    with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _quiet_spglib():
         red = spglib.niggli_reduce(a / s, eps=eps)
     if red is None:
         raise ValueError("spglib could not Niggli-reduce the cell (degenerate basis)")
@@ -125,8 +141,7 @@ def _spglib_metric(a: np.ndarray, s: float, tol: float) -> tuple[float, str, np.
 
     from kikuchipy_cnn.symmetry import space_group_class
 
-    with warnings.catch_warnings():  # spglib 2.5+: error-handling deprecation notice
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _quiet_spglib():
         ds = spglib.get_symmetry_dataset(
             (a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tol), angle_tolerance=100.0 * float(tol)
         )

@@ -171,3 +171,13 @@ def test_metric_candidates_measure_how_well_each_lattice_fits():
     cand = fit.candidates
     assert cand["tP"][0] == 0.005 and "cP" in cand and cand["cP"][0] >= 0.02
     assert cand["cP"][2] > 3 * max(cand["tP"][2], 1e-4) or cand["cP"][1] > 3 * max(cand["tP"][1], 1e-5)
+
+
+def test_lattice_work_leaves_the_environment_alone():
+    import os
+
+    before = os.environ.get("SPGLIB_WARNING")
+    rng = np.random.default_rng(5)
+    n, w, d = band_set("oP", rng, n_bands=14)
+    reconstruct_lattice(n, w, d, LAMBDA)
+    assert os.environ.get("SPGLIB_WARNING") == before
