@@ -29,6 +29,7 @@ __all__ = [
     "detect_bands",
     "electron_wavelength",
     "measure_band_profiles",
+    "pixel_angle",
     "pixel_directions",
     "to_sample_frame",
 ]
@@ -117,6 +118,14 @@ def pixel_directions(shape: tuple[int, int], pc) -> np.ndarray:
     gx, gy = np.meshgrid(x, y)
     r = np.stack([gx, gy, np.ones_like(gx)], axis=-1)
     return r / np.linalg.norm(r, axis=-1, keepdims=True)
+
+
+def pixel_angle(shape, pc) -> np.ndarray:
+    """Angular size (rad) of a pixel near the pattern centre, ``1 / (PCz * rows)``,
+    for detector shape(s) ``(rows, columns)`` and pattern centre(s) (Bruker)."""
+    shape = np.asarray(shape, np.float64).reshape(-1, 2)
+    pc = np.asarray(pc, np.float64).reshape(-1, 3)
+    return 1.0 / (pc[:, 2] * shape[:, 0])
 
 
 def to_sample_frame(normals: np.ndarray, detector) -> np.ndarray:
@@ -251,8 +260,7 @@ def measure_band_profiles(
     valid = np.ones(k, bool) if valid is None else np.asarray(valid, bool)
     r = pixel_directions(pattern.shape, pc).reshape(-1, 3)
     img = _flat_field(pattern).ravel()
-    pcz = float(np.asarray(pc).ravel()[2])
-    px = 1.0 / (pcz * pattern.shape[0])  # angular size of a pixel near the PC
+    px = float(pixel_angle(pattern.shape, pc)[0])
     step = max(px / 2.0, np.deg2rad(0.05))
     edges = np.arange(-PROFILE_HALF_WINDOW, PROFILE_HALF_WINDOW + step / 2, step)
     centres = 0.5 * (edges[1:] + edges[:-1])

@@ -87,20 +87,19 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
 def _band_input(patterns, pcs, wavelength, card, static_background):
     """Band features of patterns (static background divided out first) and
     which patterns are usable (finite, not constant)."""
-    from kikuchipy_cnn.bands import detect_bands
+    from kikuchipy_cnn.bands import detect_bands, pixel_angle
     from kikuchipy_cnn.features import band_features
+    from kikuchipy_cnn.preprocessing import static_background_divisor
 
     x = np.asarray(patterns, dtype=np.float32).copy()
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(x).all(axis=(1, 2)) & (np.ptp(x, axis=(1, 2)) > 0)
     if static_background is not None:
-        bg = np.asarray(static_background, dtype=np.float32)
-        x /= np.maximum(bg / bg.mean(), 0.01)
+        x /= static_background_divisor(static_background)
     feats = np.zeros((len(x), card.input_shape[1]), dtype=np.float32)
     if valid.any():
         bands = detect_bands(x[valid], pcs[valid], n_bands=card.band_settings["n_bands"])
-        pixel_angle = 1.0 / (pcs[valid, 2] * x.shape[1])
-        feats[valid] = band_features(bands, wavelength, pixel_angle)
+        feats[valid] = band_features(bands, wavelength, pixel_angle(x.shape[1:], pcs[valid]))
     return feats, valid
 
 

@@ -109,13 +109,12 @@ def _flat_field(x: np.ndarray, static_background) -> tuple[np.ndarray, np.ndarra
     """Centred square resampled to :data:`GRID`, divided by its heavy blur,
     mean-free in the inscribed circle (zero outside); and the relative
     contrast (RMS in the circle)."""
-    from kikuchipy_cnn.preprocessing import _blur, _mask_norm, crop_square, resize
+    from kikuchipy_cnn.preprocessing import _blur, _mask_norm, crop_square, resize, static_background_divisor
 
     size = GRID
     x = crop_square(x).astype(np.float32)
     if static_background is not None:
-        bg = np.asarray(static_background, dtype=np.float32)
-        x /= crop_square(np.maximum(bg / np.nanmean(bg), 0.01))
+        x /= crop_square(static_background_divisor(static_background))
     x = resize(x, size)
     lo = x.min(axis=(1, 2), keepdims=True)
     span = x.max(axis=(1, 2), keepdims=True) - lo

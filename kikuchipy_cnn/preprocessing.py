@@ -160,6 +160,14 @@ def _mask_norm(size: int, circular: bool, sigma: float) -> tuple:
     return maskf, norm
 
 
+def static_background_divisor(static_background) -> np.ndarray:
+    """The array raw patterns are divided by to remove a static background:
+    the background normalised to mean 1, floored at 0.01. Pixel preprocessing,
+    the pattern check and the band front end all use it."""
+    bg = np.asarray(static_background, dtype=np.float32)
+    return np.maximum(bg / np.nanmean(bg), 0.01)
+
+
 def preprocess(
     patterns: np.ndarray,
     recipe: Preprocessing | None = None,
@@ -228,7 +236,7 @@ def preprocess(
         x = crop_square(patterns).astype(np.float32)  # always a copy
         x[~finite] = 0
         if static_background is not None:
-            x /= crop_square(np.maximum(bg / mean, 0.01))
+            x /= crop_square(static_background_divisor(bg))
         x = resize(x, size)
         # Shift so that the minimum is 1: division by the blur stays stable
         # for processed patterns with negative values

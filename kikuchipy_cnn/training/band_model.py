@@ -28,18 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kikuchipy_cnn.bands import BandSet
+from kikuchipy_cnn.bands import BandSet, pixel_angle
 from kikuchipy_cnn.features import FEATURE_VERSION, band_features, feature_names
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 
 __all__ = ["featurize", "load_features", "train", "export"]
-
-
-def pixel_angle(shape, pc) -> np.ndarray:
-    """Angular size (rad) of a pixel near the pattern centre: ``1 / (PCz * rows)``."""
-    shape = np.asarray(shape, np.float64).reshape(-1, 2)
-    pc = np.asarray(pc, np.float64).reshape(-1, 3)
-    return 1.0 / (pc[:, 2] * shape[:, 0])
 
 
 def featurize(band_set_path, out_path, chunk: int = 200, overwrite: bool = False) -> Path:

@@ -259,11 +259,10 @@ def eval_band_sets_test(model, source: str = "rendered") -> dict:
     sets of :mod:`kikuchipy_cnn.training.band_sets` (``rendered``: dynamical
     patterns through the band detector; ``reflectors``: reflector lists with
     the fitted error model), features by the inference function."""
-    from kikuchipy_cnn.bands import BandSet
+    from kikuchipy_cnn.bands import BandSet, pixel_angle
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.engine import get_session
     from kikuchipy_cnn.features import band_features
-    from kikuchipy_cnn.training.band_model import pixel_angle
     from kikuchipy_cnn.training.band_sets import DEFAULT_OUT, load_band_sets
 
     card = resolve_model(model)

@@ -38,9 +38,10 @@ FITTED_OUT = TRAINING_DATA / "kinematical-fitted"
 
 
 def wavelength(energy_kev: float) -> float:
-    """Relativistic electron wavelength in Å."""
-    v = energy_kev * 1e3
-    return 12.2643 / np.sqrt(v * (1 + 0.97848e-6 * v))
+    """Relativistic electron wavelength in Å (:func:`kikuchipy_cnn.bands.electron_wavelength`)."""
+    from kikuchipy_cnn.bands import electron_wavelength
+
+    return electron_wavelength(energy_kev)
 
 
 @lru_cache(maxsize=4)
