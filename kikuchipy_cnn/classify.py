@@ -138,7 +138,7 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
             "which is almost never the real one; band models read the lattice from band "
             "angles and need the true geometry. Set it, e.g. s.detector.pc = (PCx, PCy, PCz) "
             "in the Bruker convention (see kikuchipy.detectors.EBSDDetector for converting "
-            "TSL, Oxford or EMsoft values)",
+            "TSL, Oxford or EMsoft values; command line: kikuchipy-cnn classify --pc)",
             UserWarning,
             stacklevel=3,
         )

@@ -80,6 +80,10 @@ def _classify(args):
     s = kp.load(args.input, lazy=args.lazy)
     if not isinstance(s, EBSD):
         raise TypeError(f"{args.input} does not hold EBSD patterns (it loaded as {type(s).__name__})")
+    if args.pc is not None:  # on the loaded signal only; the file is not touched
+        s.detector.pc = tuple(args.pc)
+    if args.beam_energy is not None:
+        s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", float(args.beam_energy))
     xmap = s.classify_structure(
         model=args.model, min_score=args.min_score, show_progressbar=not args.quiet,
         verbose=0 if args.quiet else 1,
@@ -148,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=_OUTPUT_HELP)
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--min-score", type=float, default=None, help=_MIN_SCORE_HELP)
+    p.add_argument(
+        "--pc", type=float, nargs=3, metavar=("PCX", "PCY", "PCZ"), default=None,
+        help="pattern centre of every pattern in the Bruker convention (PCx from the "
+        "left / width, PCy from the top / height, PCz / height), replacing the file's; "
+        "band models (e.g. kcnn-bands-mlp) need the true one, pixel models ignore it",
+    )
+    p.add_argument(
+        "--beam-energy", type=float, default=None, metavar="KV",
+        help="beam energy in kV, replacing the file's (band models read band widths "
+        "with it; 20 kV is assumed, with a warning, when neither gives one)",
+    )
     p.add_argument(
         "--lazy", action="store_true",
         help="stream patterns from disk chunk by chunk instead of loading them "

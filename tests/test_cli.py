@@ -182,3 +182,26 @@ def test_progress_bar_only_when_asked(tmp_path, tiny_model, capsys):
     assert main(["classify", str(src), "-o", str(tmp_path / "v.h5"), "--model", tiny_model]) == 0
     out = capsys.readouterr().out
     assert out.count("100% Completed") == 1 and "Wrote" in out
+
+
+def test_classify_takes_the_geometry_for_band_models(tmp_path, tiny_band_card_path, register_plugin,
+                                                     capsys):
+    import warnings
+
+    import pytest
+
+    register_plugin([tiny_band_card_path])
+    s = kp.signals.EBSD(kp.data.nickel_ebsd_small().data)  # kikuchipy's default detector, no energy
+    src = tmp_path / "ni.h5"
+    s.save(src)
+    before = md5(src)
+    with pytest.warns(UserWarning, match="command line: kikuchipy-cnn classify --pc"):
+        assert main(["classify", str(src), "-o", str(tmp_path / "a.h5"), "--model", "tiny-bands",
+                     "-q"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        rc = main(["classify", str(src), "-o", str(tmp_path / "b.h5"), "--model", "tiny-bands", "-q",
+                   "--pc", "0.421", "0.2206", "0.5049", "--beam-energy", "20"])
+    assert rc == 0
+    assert md5(src) == before  # the geometry is set on the loaded signal, not in the file
+    assert not np.allclose(io.load(tmp_path / "a.h5").prop["scores"], io.load(tmp_path / "b.h5").prop["scores"])
