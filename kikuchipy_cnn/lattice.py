@@ -40,7 +40,6 @@ __all__ = [
     "candidate_bases",
     "cell_parameters",
     "generated_sublattice",
-    "ideal_cell",
     "index_bands",
     "lattice_symmetry",
     "metric_candidates",
@@ -197,23 +196,12 @@ def lattice_symmetry(direct: np.ndarray, tolerances=METRIC_TOLERANCES) -> list[t
     return [(t, b) for t, b, _ in _ladder(direct, tolerances)]
 
 
-def ideal_cell(direct: np.ndarray, tolerance: float) -> tuple[str, np.ndarray]:
-    """The Bravais lattice of a cell's metric at ``tolerance`` and its idealised
-    conventional cell (rows, Å), in the orientation of ``direct``.
-
-    spglib symmetrises the metric (e.g. a nearly cubic cell becomes exactly
-    cubic); the cell returned is ``std_lattice`` rotated back by
-    ``std_rotation_matrix``, so that band normals can be indexed in it."""
-    _, bravais, cell = _ladder(direct, [tolerance])[0]
-    return bravais, cell
-
-
 def metric_candidates(direct: np.ndarray, g: np.ndarray, has_length: np.ndarray,
                       tolerances=METRIC_TOLERANCES, sigma_angle: float = np.deg2rad(0.5),
                       sigma_length: float = 0.08, ladder=None) -> dict[str, tuple[float, float, float, int]]:
     """How well each Bravais lattice of the metric ladder explains the bands.
 
-    For every distinct lattice that :func:`ideal_cell` finds along the
+    For every distinct lattice that the spglib ladder finds along the
     tolerance ladder, the bands are indexed in its idealised conventional cell
     (overall scale refitted) and the residuals measured: a lattice that needs
     a large tolerance but still fits the bands about as well as the free cell
@@ -303,6 +291,34 @@ def _hkl_table(hmax: int) -> np.ndarray:
     return h[first > 0]
 
 
+def _index_many(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angle, max_length,
+                h_penalty, dtype=np.float64):
+    """Index bands ``g`` in each of ``bases`` ``(m, 3, 3)``: the one indexing rule
+    of :func:`index_bands` and the basis scoring. Angles are compared through
+    ``2 (1 - |cos|)`` (= angle^2 for the small angles that matter).
+
+    Returns ``(m, k)`` table rows, signs, costs and the indexed mask."""
+    table = _hkl_table(hmax).astype(dtype)
+    bases = np.asarray(bases, dtype)
+    g = np.asarray(g, dtype)
+    gt = np.einsum("tj,mjl->mtl", table, bases)  # (m, T, 3)
+    lt = np.linalg.norm(gt, axis=2)
+    ut = gt / lt[..., None]
+    lg = np.linalg.norm(g, axis=1)
+    cos = np.einsum("kl,mtl->mkt", g / lg[:, None], ut)
+    ang2 = 2.0 * (1.0 - np.abs(cos))
+    dlog = np.where(has_length[None, :, None], np.log(lt[:, None, :] / lg[None, :, None]), 0.0)
+    sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))[None, :, None]
+    cost = ang2 / sigma_angle**2 + (dlog / sl) ** 2 + h_penalty * np.abs(table).max(1)
+    j = np.argmin(cost, axis=2)  # (m, k)
+
+    def pick(a):
+        return np.take_along_axis(a, j[..., None], 2)[..., 0]
+
+    ok = (pick(ang2) <= max_angle**2) & (np.abs(pick(dlog)) <= max_length)
+    return j, np.sign(pick(cos)), pick(cost), ok
+
+
 def index_bands(basis: np.ndarray, g: np.ndarray, has_length: np.ndarray, hmax: int = 4,
                 sigma_angle: float = np.deg2rad(0.5), sigma_length: float = 0.08,
                 max_angle: float = np.deg2rad(2.0), max_length: float = 0.25,
@@ -324,22 +340,10 @@ def index_bands(basis: np.ndarray, g: np.ndarray, has_length: np.ndarray, hmax: 
     indexed
         ``(k,)`` True where within ``max_angle`` and ``max_length``.
     """
-    table = _hkl_table(hmax)
-    gt = table @ basis
-    lt = np.linalg.norm(gt, axis=1)
-    ut = gt / lt[:, None]
-    lg = np.linalg.norm(g, axis=1)
-    ug = g / lg[:, None]
-    cos = ug @ ut.T  # (k, m)
-    ang = np.arccos(np.clip(np.abs(cos), -1, 1))
-    dlog = np.where(has_length[:, None], np.log(lt[None] / lg[:, None]), 0.0)
-    sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))[:, None]
-    cost = (ang / sigma_angle) ** 2 + (dlog / sl) ** 2 + h_penalty * np.abs(table).max(1)[None]
-    j = np.argmin(cost, axis=1)
-    rows = np.arange(len(g))
-    hkl = table[j] * np.sign(cos[rows, j])[:, None].astype(np.int64)
-    ok = (ang[rows, j] <= max_angle) & (np.abs(dlog[rows, j]) <= max_length)
-    return hkl.astype(np.int64), cost[rows, j], ok
+    j, sign, cost, ok = _index_many(np.asarray(basis)[None], g, has_length, hmax, sigma_angle,
+                                    sigma_length, max_angle, max_length, h_penalty)
+    hkl = _hkl_table(hmax)[j[0]] * sign[0][:, None].astype(np.int64)
+    return hkl.astype(np.int64), cost[0], ok[0]
 
 
 def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5),
@@ -388,27 +392,11 @@ def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5)
 
 def _score_bases(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angle, max_length,
                  h_penalty) -> np.ndarray:
-    """Total capped indexing cost of each basis ``(m, 3, 3)`` (vectorised
-    :func:`index_bands`)."""
-    table = _hkl_table(hmax).astype(np.float32)
-    bases = np.asarray(bases, np.float32)
-    g = np.asarray(g, np.float32)
-    gt = np.einsum("tj,mjl->mtl", table, bases)  # (m, T, 3)
-    lt = np.linalg.norm(gt, axis=2)
-    ut = gt / lt[..., None]
-    lg = np.linalg.norm(g, axis=1)
-    ug = g / lg[:, None]
-    ang2 = 2.0 * (1.0 - np.abs(np.einsum("kl,mtl->mkt", ug, ut)))  # angle^2, small angles
-    dlog = np.where(has_length[None, :, None], np.log(lt[:, None, :] / lg[None, :, None]), 0.0)
-    sl = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),))[None, :, None]
-    cost = ang2 / sigma_angle**2 + (dlog / sl) ** 2 + h_penalty * np.abs(table).max(1)
-    j = np.argmin(cost, axis=2)  # (m, k)
-    best = np.take_along_axis(cost, j[..., None], 2)[..., 0]
-    ok = (np.take_along_axis(ang2, j[..., None], 2)[..., 0] <= max_angle**2) & (
-        np.abs(np.take_along_axis(dlog, j[..., None], 2)[..., 0]) <= max_length
-    )
+    """Total capped indexing cost of each basis ``(m, 3, 3)`` (float32: many bases)."""
+    _, _, cost, ok = _index_many(bases, g, has_length, hmax, sigma_angle, sigma_length, max_angle,
+                                 max_length, h_penalty, dtype=np.float32)
     cap = 9.0 + h_penalty * hmax
-    return np.minimum(np.where(ok, best, cap), cap).sum(1)
+    return np.minimum(np.where(ok, cost, cap), cap).sum(1)
 
 
 @dataclass
