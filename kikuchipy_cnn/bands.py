@@ -26,6 +26,7 @@ from scipy import ndimage
 
 __all__ = [
     "BandSet",
+    "change_pc",
     "detect_bands",
     "electron_wavelength",
     "measure_band_profiles",
@@ -126,6 +127,23 @@ def pixel_angle(shape, pc) -> np.ndarray:
     shape = np.asarray(shape, np.float64).reshape(-1, 2)
     pc = np.asarray(pc, np.float64).reshape(-1, 3)
     return 1.0 / (pc[:, 2] * shape[:, 0])
+
+
+def _gnomonic_matrix(shape, pc) -> np.ndarray:
+    """3x3 M taking homogeneous (u, v, 1) screen fractions (u from the left,
+    v from the top) to homogeneous gnomonic (x, y, 1) (bands.pixel_directions)."""
+    rows, cols = shape
+    pcx, pcy, pcz = (float(v) for v in pc)
+    aspect = cols / rows
+    return np.array([[aspect / pcz, 0, -aspect * pcx / pcz], [0, -1 / pcz, pcy / pcz], [0, 0, 1]])
+
+
+def change_pc(normals: np.ndarray, shape, pc_from, pc_to) -> np.ndarray:
+    """Band normals (..., 3) seen with ``pc_from`` as they are seen with
+    ``pc_to``: the same line on the screen, another source point."""
+    A = _gnomonic_matrix(shape, pc_to) @ np.linalg.inv(_gnomonic_matrix(shape, pc_from))  # x_from -> x_to
+    out = np.asarray(normals, dtype=np.float64) @ np.linalg.inv(A)  # n_to = inv(A)^T n_from
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
 def to_sample_frame(normals: np.ndarray, detector) -> np.ndarray:

@@ -114,6 +114,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kikuchipy_cnn.bands import _gnomonic_matrix, change_pc  # noqa: F401 (re-exported)
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 
 __all__ = [
@@ -303,23 +304,6 @@ def crystal_to_detector(quaternion, sample_tilt: float, tilt: float) -> np.ndarr
     S = np.asarray(_sample_to_detector_matrix(np.deg2rad(sample_tilt), np.deg2rad(tilt), 0.0, 0.0))
     # v_c = R v_s, v_d = S v_s  =>  v_d = S R^T v_c; rows: n_d = n_c R S^T
     return R @ S.T
-
-
-def _gnomonic_matrix(shape, pc) -> np.ndarray:
-    """3x3 M taking homogeneous (u, v, 1) screen fractions (u from the left,
-    v from the top) to homogeneous gnomonic (x, y, 1) (bands.pixel_directions)."""
-    rows, cols = shape
-    pcx, pcy, pcz = (float(v) for v in pc)
-    aspect = cols / rows
-    return np.array([[aspect / pcz, 0, -aspect * pcx / pcz], [0, -1 / pcz, pcy / pcz], [0, 0, 1]])
-
-
-def change_pc(normals: np.ndarray, shape, pc_from, pc_to) -> np.ndarray:
-    """Band normals (..., 3) seen with ``pc_from`` as they are seen with
-    ``pc_to``: the same line on the screen, another source point."""
-    A = _gnomonic_matrix(shape, pc_to) @ np.linalg.inv(_gnomonic_matrix(shape, pc_from))  # x_from -> x_to
-    out = np.asarray(normals, dtype=np.float64) @ np.linalg.inv(A)  # n_to = inv(A)^T n_from
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
 def _corners(shape, pc) -> np.ndarray:
