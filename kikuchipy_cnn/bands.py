@@ -30,6 +30,7 @@ __all__ = [
     "detect_bands",
     "electron_wavelength",
     "measure_band_profiles",
+    "pc_map",
     "pixel_angle",
     "pixel_directions",
     "to_sample_frame",
@@ -138,10 +139,17 @@ def _gnomonic_matrix(shape, pc) -> np.ndarray:
     return np.array([[aspect / pcz, 0, -aspect * pcx / pcz], [0, -1 / pcz, pcy / pcz], [0, 0, 1]])
 
 
+def pc_map(shape, pc_from, pc_to) -> np.ndarray:
+    """3x3 ``A`` taking a direction from the source point seen with
+    ``pc_from`` to the direction of the same screen point seen with ``pc_to``
+    (``d_to`` parallel to ``A d_from``): a wrong PC is a linear map."""
+    return _gnomonic_matrix(shape, pc_to) @ np.linalg.inv(_gnomonic_matrix(shape, pc_from))
+
+
 def change_pc(normals: np.ndarray, shape, pc_from, pc_to) -> np.ndarray:
     """Band normals (..., 3) seen with ``pc_from`` as they are seen with
     ``pc_to``: the same line on the screen, another source point."""
-    A = _gnomonic_matrix(shape, pc_to) @ np.linalg.inv(_gnomonic_matrix(shape, pc_from))  # x_from -> x_to
+    A = pc_map(shape, pc_from, pc_to)  # x_from -> x_to
     out = np.asarray(normals, dtype=np.float64) @ np.linalg.inv(A)  # n_to = inv(A)^T n_from
     return out / np.linalg.norm(out, axis=-1, keepdims=True)
 

@@ -1,0 +1,477 @@
+"""The pattern centre of a scan, or of one pattern, without knowing the phase.
+
+A wrong pattern centre (PC) is a *linear* map of the directions from the source
+point: with gnomonic coordinates ``(X, Y, Z)``, moving the PC by ``(dx, dy)``
+and changing ``PCz`` maps a direction ``d`` to ``A d`` with
+
+    A = M(pc_to) inv(M(pc_from))
+
+(:func:`kikuchipy_cnn.bands.pc_map`). Band-plane normals move by
+``inv(A).T``, so a lattice stays a lattice: the bands index as well at a wrong
+PC as at the right one, and band directions alone cannot reveal the PC through
+the indexing residual. What they do reveal is the *shape* of the lattice
+metric: a wrong PC shears a cubic, hexagonal, tetragonal, ... metric into one
+of lower symmetry, differently in every grain. The estimate therefore
+
+1. detects and indexes the bands of each pattern once at the starting PC
+   (:func:`kikuchipy_cnn.bands.detect_bands`,
+   :func:`kikuchipy_cnn.lattice.reconstruct_lattice`);
+2. finds the metric symmetry of each pattern's lattice (spglib on a one-atom
+   cell, up to :data:`SYMMETRY_TOLERANCE`) and keeps the patterns of the most
+   common Bravais lattice;
+3. moves each pattern's lattice to a trial PC exactly (the direct basis ``D``
+   becomes ``D A.T``; the indices stay) and measures how far its metric
+   ``G = D D.T`` is from the nearest metric of that symmetry (the average of
+   ``W.T G W`` over the lattice's point-group operations ``W``);
+4. minimises that asymmetry over one PC shared by the patterns (scipy least
+   squares; per-pattern PC offsets of the start are kept, e.g. a PC that
+   follows the beam), re-detects the bands at the new PC and repeats.
+
+The uncertainty is the jackknife over patterns when there are at least
+:data:`MIN_JACKKNIFE` of them, otherwise the least-squares covariance
+(residual variance times ``inv(J.T J)``). A triclinic lattice gives no
+constraint, a monoclinic one two (fewer than the three PC coordinates): such
+input, too few indexed bands, or an objective that stays flat along some
+direction of the PC raise :class:`ValueError`.
+
+Band widths are not used (they are noisy and their angular size itself
+depends on the PC); lattices of different phases in one scan are not
+separated beyond the majority vote of step 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kikuchipy_cnn.bands import detect_bands, electron_wavelength, pc_map
+from kikuchipy_cnn.lattice import _quiet_spglib, reconstruct_lattice
+
+__all__ = ["PCEstimate", "estimate_pc"]
+
+#: Largest relative metric tolerance at which a pattern's lattice symmetry is
+#: looked for at the starting PC (a PC error of 0.05 shears a metric by ~5 %).
+SYMMETRY_TOLERANCE = 0.12
+
+#: Relative metric tolerances tried, tightest first, up to SYMMETRY_TOLERANCE.
+SYMMETRY_LADDER = (0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12)
+
+#: Fewest indexed bands for a pattern to be used.
+MIN_INDEXED = 6
+
+#: Fewest patterns for the jackknife uncertainty.
+MIN_JACKKNIFE = 5
+
+#: Largest uncertainty (fraction, any PC coordinate) accepted as a constraint.
+MAX_UNCERTAINTY = 0.03
+
+#: Independent metric constraints of a lattice's symmetry: 6 metric entries
+#: minus the dimension of the symmetric metrics (which includes the scale).
+CONSTRAINTS = {"aP": 0, "mP": 2, "mC": 2, "oP": 3, "oC": 3, "oF": 3, "oI": 3, "tP": 4, "tI": 4,
+               "hR": 4, "hP": 4, "cP": 5, "cF": 5, "cI": 5}
+
+#: Share of the indexed patterns whose metrics must reach a lattice for it to
+#: be imposed (a majority of grains, allowing for misindexed patterns).
+MIN_SHARE = 0.4
+
+#: A pattern whose asymmetry at the fit exceeds this many times the median
+#: (and 0.01) is dropped as misindexed and the PC refitted.
+OUTLIER_FACTOR = 3.0
+
+#: Extra starts of the PC fit at this distance along each coordinate.
+START_SPREAD = 0.03
+
+#: Rounds of detect -> index -> optimise.
+ROUNDS = 3
+
+_TRIU = np.triu_indices(3)
+
+
+@dataclass
+class PCEstimate:
+    """Result of :func:`estimate_pc`.
+
+    Attributes
+    ----------
+    pc
+        Estimated pattern centre ``(PCx, PCy, PCz)`` (Bruker convention) of the
+        scan (the mean over patterns when the start differs between patterns).
+    uncertainty
+        One standard deviation of each coordinate (see ``uncertainty_method``).
+    n_patterns_used
+        Patterns whose bands were indexed in the common lattice and used.
+    pc_per_pattern
+        ``(n, 3)`` PC of every input pattern: the start plus the shift that
+        was estimated for all of them.
+    lattice
+        Bravais lattice whose metric symmetry was imposed (e.g. ``"cF"``).
+    pc0
+        The starting PC (mean over patterns).
+    asymmetry0, asymmetry
+        RMS relative deviation of the metrics from their symmetric form at
+        the start and at the estimate.
+    uncertainty_method
+        ``"jackknife"`` (over patterns) or ``"least squares"``.
+    used
+        ``(n,)`` True for the patterns used.
+    history
+        PC after each round.
+    """
+
+    pc: np.ndarray
+    uncertainty: np.ndarray
+    n_patterns_used: int
+    pc_per_pattern: np.ndarray
+    lattice: str
+    pc0: np.ndarray
+    asymmetry0: float
+    asymmetry: float
+    uncertainty_method: str
+    used: np.ndarray
+    history: list = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        pc = ", ".join(f"{v:.4f}" for v in self.pc)
+        un = ", ".join(f"{v:.4f}" for v in self.uncertainty)
+        return (f"PCEstimate(pc=({pc}), uncertainty=({un}), lattice={self.lattice!r}, "
+                f"n_patterns_used={self.n_patterns_used})")
+
+
+@dataclass
+class _PatternLattice:
+    """One pattern's indexed lattice: direct basis (rows) at ``pc_ref`` and
+    the point-group operations of each metric symmetry it comes close to
+    (:func:`symmetry_candidates`)."""
+
+    direct: np.ndarray
+    candidates: dict
+    pc_ref: np.ndarray
+    n_indexed: int
+
+
+def metric_symmetry(direct: np.ndarray, tolerance: float) -> tuple[str, np.ndarray]:
+    """Bravais lattice and point-group operations of a cell's metric.
+
+    Parameters
+    ----------
+    direct
+        Direct cell, basis vectors as rows.
+    tolerance
+        spglib ``symprec`` on the cell scaled to unit volume (relative);
+        angle tolerance ``100 x tolerance`` degrees, as in
+        :func:`kikuchipy_cnn.lattice.lattice_symmetry`.
+
+    Returns
+    -------
+    bravais
+        Bravais lattice symbol (``"aP"`` when spglib finds nothing).
+    rotations
+        ``(m, 3, 3)`` integer matrices ``W`` in the basis of ``direct``; a
+        symmetric metric ``G = D D.T`` satisfies ``W.T G W = G``.
+    """
+    import spglib
+
+    from kikuchipy_cnn.symmetry import space_group_class
+
+    a = np.asarray(direct, np.float64)
+    a = a / abs(np.linalg.det(a)) ** (1 / 3)
+    with _quiet_spglib():
+        ds = spglib.get_symmetry_dataset((a, [[0.0, 0.0, 0.0]], [1]), symprec=float(tolerance),
+                                         angle_tolerance=100.0 * float(tolerance))
+    if ds is None:
+        return "aP", np.eye(3, dtype=np.int64)[None]
+    rot = np.unique(np.asarray(ds.rotations, np.int64), axis=0)
+    return space_group_class(int(ds.number)).bravais_lattice, rot
+
+
+def symmetric_part(metric: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Nearest metric invariant under ``rotations``: the mean of ``W.T G W``
+    (a linear projection onto the symmetric metrics)."""
+    return np.einsum("mji,jk,mkl->il", rotations, metric, rotations) / len(rotations)
+
+
+def asymmetry(lat: _PatternLattice, rotations: np.ndarray, shape, pc) -> np.ndarray:
+    """Upper-triangle residuals of a pattern's metric at ``pc`` from its
+    form symmetric under ``rotations``, relative (metric scaled to unit
+    determinant)."""
+    d = lat.direct @ pc_map(shape, lat.pc_ref, pc).T
+    g = d @ d.T
+    g = g / np.linalg.det(g) ** (1 / 3)
+    return (g - symmetric_part(g, rotations))[_TRIU]
+
+
+def symmetry_candidates(direct: np.ndarray, max_tolerance: float = SYMMETRY_TOLERANCE) -> dict:
+    """Every metric symmetry along :data:`SYMMETRY_LADDER` up to ``max_tolerance``.
+
+    Returns
+    -------
+    dict
+        Bravais symbol -> point-group operations at the tightest tolerance
+        that reaches it."""
+    out: dict[str, np.ndarray] = {}
+    for tol in SYMMETRY_LADDER:
+        if tol > max_tolerance + 1e-12:
+            break
+        bravais, rot = metric_symmetry(direct, tol)
+        out.setdefault(bravais, rot)
+    return out
+
+
+def index_patterns(patterns: np.ndarray, pcs: np.ndarray, wavelength: float, n_bands: int = 16,
+                   max_tolerance: float = SYMMETRY_TOLERANCE) -> list[_PatternLattice | None]:
+    """Detect, index and find the metric symmetries of every pattern at its PC.
+
+    Returns one :class:`_PatternLattice` per pattern, None where fewer than
+    :data:`MIN_INDEXED` bands were indexed."""
+    bands = detect_bands(patterns, pcs, n_bands=n_bands)
+    out: list[_PatternLattice | None] = []
+    for i in range(len(patterns)):
+        v = bands.valid[i]
+        fit = reconstruct_lattice(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], wavelength)
+        if fit is None or fit.n_indexed < MIN_INDEXED:
+            out.append(None)
+            continue
+        direct = np.linalg.inv(fit.reciprocal).T
+        cands = symmetry_candidates(direct, max_tolerance)
+        out.append(_PatternLattice(direct, cands, np.asarray(pcs[i], np.float64), fit.n_indexed))
+    return out
+
+
+def _common_lattice(lattices: list[_PatternLattice | None]) -> tuple[str, list, np.ndarray]:
+    """The most symmetric Bravais lattice that the metrics of at least
+    :data:`MIN_SHARE` of the indexed patterns reach, the point-group
+    operations of each pattern for it and which patterns reach it."""
+    indexed = [lat for lat in lattices if lat is not None]
+    if not indexed:
+        raise ValueError(
+            f"No pattern had {MIN_INDEXED} or more indexed bands: the lattice, and so the pattern "
+            "centre, is not determined (check the patterns, the beam energy and that the start PC "
+            "is within ~0.05 of the truth)"
+        )
+    counts: dict[str, int] = {}
+    order: dict[str, int] = {}
+    for lat in indexed:
+        for b, rot in lat.candidates.items():
+            counts[b] = counts.get(b, 0) + 1
+            order[b] = len(rot)
+    need = max(1, int(np.ceil(MIN_SHARE * len(indexed))))
+    best = max((b for b in counts if counts[b] >= need), key=lambda b: (order[b], counts[b]))
+    has = np.array([lat is not None and best in lat.candidates for lat in lattices])
+    rotations = [lat.candidates[best] for lat, h in zip(lattices, has) if h]
+    return best, rotations, has
+
+
+def _residuals(pc, terms, shape) -> np.ndarray:
+    """Asymmetries of all patterns at the scan PC ``pc``; ``terms`` are
+    ``(lattice, rotations, PC offset, pattern index)``."""
+    return np.concatenate([asymmetry(lat, rot, shape, off + pc) for lat, rot, off, _ in terms])
+
+
+def _fit_pc(terms, shape, start, spread: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares scan PC; returns it, the residuals and the Jacobian.
+
+    With ``spread > 0`` the fit also starts from ``start +- spread`` along
+    each coordinate and keeps the lowest minimum (the asymmetry can have
+    local minima far from the truth)."""
+    from scipy.optimize import least_squares
+
+    starts = [np.asarray(start, np.float64)]
+    if spread > 0:
+        starts += [starts[0] + s * spread * e for e in np.eye(3) for s in (-1, 1)]
+    best = None
+    for x0 in starts:
+        res = least_squares(_residuals, x0, args=(terms, shape), x_scale=0.01, diff_step=1e-4,
+                            method="lm", xtol=1e-10, ftol=1e-12)
+        if best is None or res.cost < best.cost:
+            best = res
+    return best.x, best.fun, best.jac
+
+
+def _drop_outliers(terms, shape, pc) -> list:
+    """The terms whose asymmetry at ``pc`` is below :data:`OUTLIER_FACTOR`
+    times the median (or 0.01): misindexed patterns go."""
+    rms = np.array([_rms(asymmetry(lat, rot, shape, off + pc)) for lat, rot, off, _ in terms])
+    limit = max(OUTLIER_FACTOR * float(np.median(rms)), 0.01)
+    return [tm for tm, r in zip(terms, rms) if r <= limit]
+
+
+def _check_constraints(lattice: str, n_patterns: int) -> None:
+    """Refuse a lattice whose metric symmetry gives fewer than three
+    constraints over the patterns."""
+    n = CONSTRAINTS.get(lattice, 0) * n_patterns
+    if n < 3:
+        raise ValueError(
+            f"The bands index in a {lattice} lattice ({n_patterns} pattern(s)): its metric symmetry gives "
+            f"{n} constraint(s) on the 3 PC coordinates, so the pattern centre is not determined. Use "
+            "more patterns of several grains, or a phase of higher symmetry"
+        )
+
+
+def _check_range(pc: np.ndarray, start: np.ndarray, max_move: float = 0.2) -> None:
+    """Refuse a fit that runs away from the start (an objective without a
+    minimum near it)."""
+    if not np.all(np.isfinite(pc)) or pc[2] <= 0 or np.any(np.abs(pc - start) > max_move):
+        raise ValueError(
+            f"The PC fit left the plausible range (start {np.round(start, 4).tolist()}, fit "
+            f"{np.round(pc, 4).tolist()}): the patterns do not constrain the pattern centre"
+        )
+
+
+def _least_squares_sd(residuals, jac, n_constraints) -> np.ndarray:
+    """Standard deviations from ``s^2 inv(J.T J)``, ``s^2`` the residual
+    variance over the independent constraints; inf when not determined."""
+    dof = n_constraints - 3
+    if dof <= 0:
+        return np.full(3, np.inf)
+    s2 = float(residuals @ residuals) / dof
+    try:
+        cov = s2 * np.linalg.inv(jac.T @ jac)
+    except np.linalg.LinAlgError:
+        return np.full(3, np.inf)
+    d = np.diag(cov)
+    return np.where(d >= 0, np.sqrt(np.abs(d)), np.inf)
+
+
+def _jackknife_sd(terms, shape, pc) -> np.ndarray:
+    """Jackknife standard deviations of the PC over patterns."""
+    n = len(terms)
+    est = np.array([_fit_pc(terms[:i] + terms[i + 1:], shape, pc)[0] for i in range(n)])
+    return np.sqrt((n - 1) / n * ((est - est.mean(0)) ** 2).sum(0))
+
+
+def _rms(r) -> float:
+    return float(np.sqrt(np.mean(np.square(r)))) if len(r) else float("nan")
+
+
+def _input(patterns, pc0, beam_energy, static_background):
+    """Patterns ``(n, rows, columns)``, PCs ``(n, 3)`` and wavelength from a
+    kikuchipy signal or an array (the signal is only read)."""
+    if hasattr(patterns, "axes_manager"):
+        from kikuchipy_cnn.classify import detector_geometry, static_background_of
+        from kikuchipy_cnn.preprocessing import static_background_divisor
+
+        s = patterns
+        nav = tuple(s.axes_manager.navigation_shape[::-1])
+        sig = tuple(s.axes_manager.signal_shape[::-1])
+        pcs, wavelength = detector_geometry(s, nav)
+        if beam_energy is not None:
+            wavelength = electron_wavelength(beam_energy)
+        data = np.asarray(s.data, dtype=np.float32).reshape((-1,) + sig).copy()
+        bg = static_background_of(s, static_background)
+        if bg is not None:
+            data /= static_background_divisor(bg)
+        if pc0 is not None:
+            pcs = np.broadcast_to(np.asarray(pc0, np.float64).reshape(-1, 3), (len(data), 3)).copy()
+        return data, pcs, wavelength
+    data = np.asarray(patterns, dtype=np.float32)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise ValueError(f"patterns must be (n, rows, columns) or (rows, columns), got shape {data.shape}")
+    if pc0 is None:
+        raise ValueError("give the starting pattern centre pc0 (Bruker convention) with an array of patterns")
+    if static_background is not None and not isinstance(static_background, str):
+        from kikuchipy_cnn.preprocessing import static_background_divisor
+
+        data = data / static_background_divisor(np.asarray(static_background))
+    pcs = np.broadcast_to(np.asarray(pc0, np.float64).reshape(-1, 3), (len(data), 3)).copy()
+    return data, pcs, electron_wavelength(20.0 if beam_energy is None else beam_energy)
+
+
+def _subset(n: int, max_patterns: int | None) -> np.ndarray:
+    """Indices of at most ``max_patterns`` patterns spread evenly over ``n``."""
+    if max_patterns is None or n <= max_patterns:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_patterns).round().astype(int))
+
+
+def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_background="auto",
+                max_patterns: int | None = 50, n_bands: int = 16, rounds: int = ROUNDS,
+                max_uncertainty: float = MAX_UNCERTAINTY) -> PCEstimate:
+    """Estimate the pattern centre of a scan, or of one pattern, with no phase.
+
+    Parameters
+    ----------
+    patterns
+        A kikuchipy ``EBSD`` signal (its detector PC is the start and its
+        metadata beam energy is used; the signal is not modified) or an array
+        ``(n, rows, columns)`` / ``(rows, columns)`` of patterns of one phase.
+    pc0
+        Starting PC (Bruker), one ``(3,)`` or one per pattern ``(n, 3)``;
+        required with an array, overrides the signal's detector otherwise.
+        Per-pattern differences of the start are kept; one shift common to
+        all patterns is estimated.
+    beam_energy
+        Beam energy in kV (default: the signal's metadata, or 20 kV for an
+        array). Only used to index the bands (widths give lengths).
+    static_background
+        ``"auto"`` divides a signal's raw patterns by its static background
+        (as :func:`kikuchipy_cnn.classify_structure` does), None does not, an
+        array is used as given.
+    max_patterns
+        Use at most this many patterns, spread evenly over the scan (None: all).
+    n_bands
+        Bands detected per pattern.
+    rounds
+        Rounds of detecting and indexing the bands at the current PC and
+        optimising it.
+    max_uncertainty
+        Refuse (ValueError) when the uncertainty of any coordinate exceeds this.
+
+    Returns
+    -------
+    PCEstimate
+
+    Raises
+    ------
+    ValueError
+        When the data do not constrain the PC: no pattern with enough indexed
+        bands, a lattice whose metric symmetry gives fewer than three
+        constraints (triclinic, or monoclinic from one pattern), or an
+        uncertainty above ``max_uncertainty``.
+    """
+    data, pcs, wavelength = _input(patterns, pc0, beam_energy, static_background)
+    shape = data.shape[1:]
+    keep = _subset(len(data), max_patterns)
+    data_k = data[keep]
+    offsets_all = pcs - pcs.mean(0)
+    pc = pcs.mean(0)
+    start = pc.copy()
+    history = []
+    asym0 = None
+    for _ in range(max(1, int(rounds))):
+        lattices = index_patterns(data_k, offsets_all[keep] + pc, wavelength, n_bands=n_bands)
+        lattice, rotations, has = _common_lattice(lattices)
+        lats = [lat for lat, h in zip(lattices, has) if h]
+        terms = [(lat, rot, offsets_all[i], i) for lat, rot, i in zip(lats, rotations, keep[has])]
+        _check_constraints(lattice, len(terms))
+        if asym0 is None:
+            asym0 = _rms(_residuals(pc, terms, shape))
+        new_pc, resid, jac = _fit_pc(terms, shape, pc, START_SPREAD)
+        kept = _drop_outliers(terms, shape, new_pc)
+        if len(kept) < len(terms):
+            terms = kept
+            _check_constraints(lattice, len(terms))
+            new_pc, resid, jac = _fit_pc(terms, shape, new_pc)
+        _check_range(new_pc, start)
+        history.append(new_pc)
+        moved = float(np.abs(new_pc - pc).max())
+        pc = new_pc
+        if moved < 2e-4:
+            break
+    if len(terms) >= MIN_JACKKNIFE:
+        sd, method = _jackknife_sd(terms, shape, pc), "jackknife"
+    else:
+        sd, method = _least_squares_sd(resid, jac, CONSTRAINTS[lattice] * len(terms)), "least squares"
+    if not np.all(sd <= max_uncertainty):
+        raise ValueError(
+            f"The patterns do not constrain the pattern centre: uncertainty "
+            f"{np.round(sd, 4).tolist()} (PCx, PCy, PCz) exceeds {max_uncertainty} "
+            f"({len(terms)} pattern(s), {lattice} lattice)"
+        )
+    used = np.zeros(len(data), bool)
+    used[[i for *_, i in terms]] = True
+    return PCEstimate(pc=pc, uncertainty=sd, n_patterns_used=len(terms), pc_per_pattern=offsets_all + pc,
+                      lattice=lattice, pc0=start, asymmetry0=asym0, asymmetry=_rms(_residuals(pc, terms, shape)),
+                      uncertainty_method=method, used=used, history=history)
