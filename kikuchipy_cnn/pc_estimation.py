@@ -30,9 +30,10 @@ of lower symmetry, differently in every grain. The estimate therefore
 The uncertainty is the jackknife over patterns when there are at least
 :data:`MIN_JACKKNIFE` of them, otherwise the least-squares covariance
 (residual variance times ``inv(J.T J)``). A triclinic lattice gives no
-constraint, a monoclinic one two (fewer than the three PC coordinates): such
-input, too few indexed bands, or an objective that stays flat along some
-direction of the PC raise :class:`ValueError`.
+constraint, a monoclinic one two (fewer than the three PC coordinates; the
+common metric of several grains would add more, but is not used): such input,
+too few indexed bands, or an objective that stays flat along some direction of
+the PC raise :class:`ValueError`.
 
 Band widths are not used (they are noisy and their angular size itself
 depends on the PC); lattices of different phases in one scan are not
@@ -218,6 +219,41 @@ def symmetry_candidates(direct: np.ndarray, max_tolerance: float = SYMMETRY_TOLE
     return out
 
 
+def fit_directions(basis: np.ndarray, hkl: np.ndarray, normals: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Reciprocal basis (rows, up to scale) that best fits band *directions*.
+
+    Minimises ``sum |(I - u u.T) h B|^2 / |h B|^2`` (the squared angles
+    between the bands' normals ``u`` and their indexed vectors ``h B``) as the
+    smallest eigenvector of the 9 x 9 normal matrix, re-weighted with the
+    current lengths. Band widths are left out: their errors would shear the
+    metric, and their angular size changes with the PC.
+
+    Parameters
+    ----------
+    basis
+        Starting reciprocal basis (rows); its scale is kept.
+    hkl
+        ``(k, 3)`` integer indices of the bands, ``k >= 4`` non-coplanar.
+    normals
+        ``(k, 3)`` band normals (sign free).
+    """
+    b = np.asarray(basis, np.float64).ravel()
+    h = np.asarray(hkl, np.float64)
+    u = np.asarray(normals, np.float64)
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    K = np.einsum("ki,jl->kjil", h, np.eye(3)).reshape(len(h), 3, 9)  # K @ vec(B) = h B
+    proj = np.eye(3) - u[:, :, None] * u[:, None, :]
+    scale = np.linalg.norm(b)
+    for _ in range(iterations):
+        lp2 = np.einsum("kjm,m->kj", K, b)
+        lp2 = (lp2**2).sum(1)
+        Q = np.einsum("kji,kjl,klm->im", K, proj, K / lp2[:, None, None])
+        _, vecs = np.linalg.eigh(Q)
+        v = vecs[:, 0]
+        b = v * np.sign(v @ b) * scale
+    return b.reshape(3, 3)
+
+
 def index_patterns(patterns: np.ndarray, pcs: np.ndarray, wavelength: float, n_bands: int = 16,
                    max_tolerance: float = SYMMETRY_TOLERANCE) -> list[_PatternLattice | None]:
     """Detect, index and find the metric symmetries of every pattern at its PC.
@@ -232,7 +268,8 @@ def index_patterns(patterns: np.ndarray, pcs: np.ndarray, wavelength: float, n_b
         if fit is None or fit.n_indexed < MIN_INDEXED:
             out.append(None)
             continue
-        direct = np.linalg.inv(fit.reciprocal).T
+        ok = fit.indexed
+        direct = np.linalg.inv(fit_directions(fit.reciprocal, fit.hkl[ok], bands.normals[i][v][ok])).T
         cands = symmetry_candidates(direct, max_tolerance)
         out.append(_PatternLattice(direct, cands, np.asarray(pcs[i], np.float64), fit.n_indexed))
     return out
@@ -298,13 +335,16 @@ def _drop_outliers(terms, shape, pc) -> list:
 
 def _check_constraints(lattice: str, n_patterns: int) -> None:
     """Refuse a lattice whose metric symmetry gives fewer than three
-    constraints over the patterns."""
-    n = CONSTRAINTS.get(lattice, 0) * n_patterns
-    if n < 3:
+    constraints per pattern (triclinic, monoclinic): several grains would
+    constrain the PC through their common metric, which is not used here,
+    and a cubic phase misindexed in most patterns also ends up there."""
+    n = CONSTRAINTS.get(lattice, 0)
+    if n < 3 or n * n_patterns < 3:
         raise ValueError(
             f"The bands index in a {lattice} lattice ({n_patterns} pattern(s)): its metric symmetry gives "
-            f"{n} constraint(s) on the 3 PC coordinates, so the pattern centre is not determined. Use "
-            "more patterns of several grains, or a phase of higher symmetry"
+            f"{n} constraint(s) per pattern on the 3 PC coordinates, so the pattern centre is not "
+            "determined here (an orthorhombic or more symmetric lattice is needed; check that most "
+            "patterns index, e.g. with larger patterns or a start PC closer to the truth)"
         )
 
 
@@ -428,7 +468,7 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
     ValueError
         When the data do not constrain the PC: no pattern with enough indexed
         bands, a lattice whose metric symmetry gives fewer than three
-        constraints (triclinic, or monoclinic from one pattern), or an
+        constraints per pattern (triclinic, monoclinic), or an
         uncertainty above ``max_uncertainty``.
     """
     data, pcs, wavelength = _input(patterns, pc0, beam_energy, static_background)

@@ -1,0 +1,132 @@
+"""Pattern-centre estimation without the phase (kikuchipy_cnn.pc_estimation)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kikuchipy_cnn
+from kikuchipy_cnn import pc_estimation as pe
+from kikuchipy_cnn.bands import change_pc, pc_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+SHAPE = (120, 120)
+TRUTH = np.array([0.48, 0.27, 0.58])
+
+
+def _rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _fcc_primitive(rng) -> np.ndarray:
+    """Primitive fcc cell (rows, a = 3.52 Å) in a random orientation."""
+    a = 3.52 / 2 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]], float)
+    return a @ _rotation(rng).T
+
+
+def _seen_with(direct: np.ndarray, pc_true, pc_seen) -> pe._PatternLattice:
+    """A perfect lattice as it is indexed when the bands are measured with the
+    wrong PC ``pc_seen``: directions mapped by ``pc_map`` (truth -> seen)."""
+    d = direct @ pc_map(SHAPE, pc_true, pc_seen).T
+    return pe._PatternLattice(d, pe.symmetry_candidates(direct), np.asarray(pc_seen, float), 12)
+
+
+def test_pc_map_moves_normals_as_change_pc():
+    rng = np.random.default_rng(0)
+    a, b = (0.45, 0.3, 0.6), (0.52, 0.27, 0.66)
+    d = rng.normal(size=(2, 3))
+    n = np.cross(d[0], d[1])
+    A = pc_map(SHAPE, a, b)
+    moved = np.cross(A @ d[0], A @ d[1])  # the plane through the moved directions
+    got = change_pc(n / np.linalg.norm(n), SHAPE, a, b)
+    assert abs(abs(got @ moved) / np.linalg.norm(moved) - 1) < 1e-12
+
+
+def test_metric_symmetry_and_projection_of_a_cubic_cell():
+    direct = _fcc_primitive(np.random.default_rng(1))
+    bravais, rot = pe.metric_symmetry(direct, 0.01)
+    assert bravais == "cF" and len(rot) == 48
+    g = direct @ direct.T
+    np.testing.assert_allclose(pe.symmetric_part(g, rot), g, atol=1e-9)
+    sheared = direct @ np.array([[1, 0.04, 0], [0, 1, 0], [0, 0, 0.97]]).T
+    gs = sheared @ sheared.T
+    p = pe.symmetric_part(gs, rot)
+    np.testing.assert_allclose(pe.symmetric_part(p, rot), p, atol=1e-9)  # a projection
+    assert np.abs(gs - p).max() > 0.01
+
+
+def test_wrong_pc_keeps_a_lattice_but_breaks_its_symmetry():
+    rng = np.random.default_rng(2)
+    lat = _seen_with(_fcc_primitive(rng), TRUTH, TRUTH + [0.03, -0.02, 0.02])
+    rot = lat.candidates["cF"]
+    assert pe._rms(pe.asymmetry(lat, rot, SHAPE, TRUTH)) < 1e-9
+    assert pe._rms(pe.asymmetry(lat, rot, SHAPE, lat.pc_ref)) > 0.01
+
+
+def test_fit_recovers_the_pc_from_perfect_lattices():
+    rng = np.random.default_rng(3)
+    start = TRUTH + [0.03, 0.02, -0.03]
+    lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(3)]
+    terms = [(lat, lat.candidates["cF"], np.zeros(3), i) for i, lat in enumerate(lats)]
+    pc, resid, _ = pe._fit_pc(terms, SHAPE, start)
+    np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
+    assert pe._rms(resid) < 1e-8
+
+
+def test_too_few_constraints_are_refused():
+    with pytest.raises(ValueError, match="not determined"):
+        pe._check_constraints("aP", 20)
+    with pytest.raises(ValueError, match="not determined"):
+        pe._check_constraints("mC", 5)
+    pe._check_constraints("oP", 1)
+    pe._check_constraints("cF", 1)
+
+
+def test_noise_patterns_are_refused():
+    rng = np.random.default_rng(4)
+    noise = rng.poisson(100, size=(3, 80, 80)).astype(np.float32)
+    with pytest.raises(ValueError, match="not determined|do not constrain"):
+        kikuchipy_cnn.estimate_pc(noise, pc0=(0.5, 0.3, 0.6))
+
+
+def test_array_needs_a_start():
+    with pytest.raises(ValueError, match="pc0"):
+        kikuchipy_cnn.estimate_pc(np.zeros((60, 60), np.float32))
+
+
+@pytest.fixture(scope="module")
+def ni_scan():
+    """Six dynamical Ni patterns, 120 px, seen with TRUTH."""
+    from pc_estimation import dynamical_ni
+
+    return dynamical_ni(6, SHAPE[0], TRUTH, np.random.default_rng(5))
+
+
+def test_recovers_a_known_offset_on_dynamical_ni(ni_scan):
+    start = TRUTH + np.array([0.02, -0.015, 0.015])  # 0.029 off
+    e = kikuchipy_cnn.estimate_pc(ni_scan, pc0=start, beam_energy=20.0)
+    assert e.lattice == "cF"
+    assert np.linalg.norm(e.pc - TRUTH) <= 0.01
+    assert e.asymmetry < e.asymmetry0
+    assert np.all(e.uncertainty > 0) and np.all(e.uncertainty < 0.01)
+    assert e.n_patterns_used == e.used.sum() >= 3
+
+
+def test_signal_is_not_modified_and_gives_the_array_result(ni_scan):
+    import kikuchipy as kp
+
+    s = kp.signals.EBSD(ni_scan.reshape(2, 3, *SHAPE).copy())
+    start = TRUTH + np.array([-0.02, 0.01, 0.02])
+    s.detector = kp.detectors.EBSDDetector(shape=SHAPE, pc=start, sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    data, pc = s.data.copy(), s.detector.pc.copy()
+    e = kikuchipy_cnn.estimate_pc(s)
+    assert np.array_equal(s.data, data) and np.array_equal(s.detector.pc, pc)
+    assert e.pc_per_pattern.shape == (6, 3)
+    e_arr = kikuchipy_cnn.estimate_pc(ni_scan, pc0=start, beam_energy=20.0)
+    np.testing.assert_allclose(e.pc, e_arr.pc, atol=1e-9)
