@@ -13,9 +13,9 @@ the indexing residual. What they do reveal is the *shape* of the lattice
 metric: a wrong PC shears a cubic, hexagonal, tetragonal, ... metric into one
 of lower symmetry, differently in every grain. The estimate therefore
 
-1. detects and indexes the bands of each pattern once at the starting PC
+1. detects and indexes the bands of each pattern at the starting PC
    (:func:`kikuchipy_cnn.bands.detect_bands`,
-   :func:`kikuchipy_cnn.lattice.reconstruct_lattice`);
+   :func:`kikuchipy_cnn.lattice.reconstruct_lattice`; band widths help here);
 2. finds the metric symmetry of each pattern's lattice (spglib on a one-atom
    cell, up to :data:`SYMMETRY_TOLERANCE`) and keeps the patterns of the most
    common Bravais lattice;
@@ -24,19 +24,24 @@ of lower symmetry, differently in every grain. The estimate therefore
    ``G = D D.T`` is from the nearest metric of that symmetry (the average of
    ``W.T G W`` over the lattice's point-group operations ``W``);
 4. minimises that asymmetry over one PC shared by the patterns (scipy least
-   squares; per-pattern PC offsets of the start are kept, e.g. a PC that
-   follows the beam), re-detects the bands at the new PC and repeats.
+   squares from a few starts; per-pattern PC offsets of the start are kept,
+   e.g. a PC that follows the beam; patterns far more asymmetric than the
+   median are dropped as misindexed);
+5. refines the PC against the band *directions* (:func:`refine_bands`): each
+   pattern a lattice with a metric of its symmetry in its own orientation,
+   residuals the angles between observed and predicted band normals;
+6. re-detects and re-indexes the bands at the new PC and repeats.
 
-The uncertainty is the jackknife over patterns when there are at least
-:data:`MIN_JACKKNIFE` of them, otherwise the least-squares covariance
-(residual variance times ``inv(J.T J)``). A triclinic lattice gives no
-constraint, a monoclinic one two (fewer than the three PC coordinates; the
-common metric of several grains would add more, but is not used): such input,
-too few indexed bands, or an objective that stays flat along some direction of
-the PC raise :class:`ValueError`.
+The uncertainty is the least-squares covariance of step 5 (band-angle
+residual variance times the PC block of ``inv(J.T J)``; without step 5, the
+jackknife over patterns when there are at least :data:`MIN_JACKKNIFE`).
+A triclinic lattice gives no constraint, a monoclinic one two (fewer than the
+three PC coordinates; the common metric of several grains would add more, but
+is not used): such input, too few indexed bands, or an uncertainty above
+``max_uncertainty`` raise :class:`ValueError`.
 
-Band widths are not used (they are noisy and their angular size itself
-depends on the PC); lattices of different phases in one scan are not
+Band widths only help the indexing (they are noisy, and their angular size
+itself depends on the PC); lattices of different phases in one scan are not
 separated beyond the majority vote of step 2.
 """
 
@@ -46,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kikuchipy_cnn.bands import detect_bands, electron_wavelength, pc_map
+from kikuchipy_cnn.bands import change_pc, detect_bands, electron_wavelength, pc_map
 from kikuchipy_cnn.lattice import _quiet_spglib, reconstruct_lattice
 
 __all__ = ["PCEstimate", "estimate_pc"]
@@ -73,8 +78,9 @@ CONSTRAINTS = {"aP": 0, "mP": 2, "mC": 2, "oP": 3, "oC": 3, "oF": 3, "oI": 3, "t
                "hR": 4, "hP": 4, "cP": 5, "cF": 5, "cI": 5}
 
 #: Share of the indexed patterns whose metrics must reach a lattice for it to
-#: be imposed (a majority of grains, allowing for misindexed patterns).
-MIN_SHARE = 0.4
+#: be imposed (a quarter: at 60 px most patterns index in some lower
+#: symmetry at a wrong PC; the fit then drops those that do not fit).
+MIN_SHARE = 0.25
 
 #: A pattern whose asymmetry at the fit exceeds this many times the median
 #: (and 0.01) is dropped as misindexed and the PC refitted.
@@ -149,6 +155,10 @@ class _PatternLattice:
     candidates: dict
     pc_ref: np.ndarray
     n_indexed: int
+    #: indices (in the basis of ``direct``'s reciprocal) and normals at
+    #: ``pc_ref`` of the indexed bands
+    hkl: np.ndarray | None = None
+    normals: np.ndarray | None = None
 
 
 def metric_symmetry(direct: np.ndarray, tolerance: float) -> tuple[str, np.ndarray]:
@@ -219,41 +229,6 @@ def symmetry_candidates(direct: np.ndarray, max_tolerance: float = SYMMETRY_TOLE
     return out
 
 
-def fit_directions(basis: np.ndarray, hkl: np.ndarray, normals: np.ndarray, iterations: int = 3) -> np.ndarray:
-    """Reciprocal basis (rows, up to scale) that best fits band *directions*.
-
-    Minimises ``sum |(I - u u.T) h B|^2 / |h B|^2`` (the squared angles
-    between the bands' normals ``u`` and their indexed vectors ``h B``) as the
-    smallest eigenvector of the 9 x 9 normal matrix, re-weighted with the
-    current lengths. Band widths are left out: their errors would shear the
-    metric, and their angular size changes with the PC.
-
-    Parameters
-    ----------
-    basis
-        Starting reciprocal basis (rows); its scale is kept.
-    hkl
-        ``(k, 3)`` integer indices of the bands, ``k >= 4`` non-coplanar.
-    normals
-        ``(k, 3)`` band normals (sign free).
-    """
-    b = np.asarray(basis, np.float64).ravel()
-    h = np.asarray(hkl, np.float64)
-    u = np.asarray(normals, np.float64)
-    u = u / np.linalg.norm(u, axis=1, keepdims=True)
-    K = np.einsum("ki,jl->kjil", h, np.eye(3)).reshape(len(h), 3, 9)  # K @ vec(B) = h B
-    proj = np.eye(3) - u[:, :, None] * u[:, None, :]
-    scale = np.linalg.norm(b)
-    for _ in range(iterations):
-        lp2 = np.einsum("kjm,m->kj", K, b)
-        lp2 = (lp2**2).sum(1)
-        Q = np.einsum("kji,kjl,klm->im", K, proj, K / lp2[:, None, None])
-        _, vecs = np.linalg.eigh(Q)
-        v = vecs[:, 0]
-        b = v * np.sign(v @ b) * scale
-    return b.reshape(3, 3)
-
-
 def index_patterns(patterns: np.ndarray, pcs: np.ndarray, wavelength: float, n_bands: int = 16,
                    max_tolerance: float = SYMMETRY_TOLERANCE) -> list[_PatternLattice | None]:
     """Detect, index and find the metric symmetries of every pattern at its PC.
@@ -269,14 +244,16 @@ def index_patterns(patterns: np.ndarray, pcs: np.ndarray, wavelength: float, n_b
             out.append(None)
             continue
         ok = fit.indexed
-        direct = np.linalg.inv(fit_directions(fit.reciprocal, fit.hkl[ok], bands.normals[i][v][ok])).T
+        direct = np.linalg.inv(fit.reciprocal).T
         cands = symmetry_candidates(direct, max_tolerance)
-        out.append(_PatternLattice(direct, cands, np.asarray(pcs[i], np.float64), fit.n_indexed))
+        out.append(_PatternLattice(direct, cands, np.asarray(pcs[i], np.float64), fit.n_indexed,
+                                   fit.hkl[ok], bands.normals[i][v][ok]))
     return out
 
 
 def _common_lattice(lattices: list[_PatternLattice | None]) -> tuple[str, list, np.ndarray]:
-    """The most symmetric Bravais lattice that the metrics of at least
+    """The most symmetric Bravais lattice with at least three constraints
+    (:func:`_check_constraints`) that the metrics of at least
     :data:`MIN_SHARE` of the indexed patterns reach, the point-group
     operations of each pattern for it and which patterns reach it."""
     indexed = [lat for lat in lattices if lat is not None]
@@ -293,7 +270,10 @@ def _common_lattice(lattices: list[_PatternLattice | None]) -> tuple[str, list, 
             counts[b] = counts.get(b, 0) + 1
             order[b] = len(rot)
     need = max(1, int(np.ceil(MIN_SHARE * len(indexed))))
-    best = max((b for b in counts if counts[b] >= need), key=lambda b: (order[b], counts[b]))
+    shared = [b for b in counts if counts[b] >= need]
+    usable = [b for b in shared if CONSTRAINTS.get(b, 0) >= 3] or shared
+    best = max(usable, key=lambda b: (order[b], counts[b]))
+    _check_constraints(best, counts[best])
     has = np.array([lat is not None and best in lat.candidates for lat in lattices])
     rotations = [lat.candidates[best] for lat, h in zip(lattices, has) if h]
     return best, rotations, has
@@ -331,6 +311,110 @@ def _drop_outliers(terms, shape, pc) -> list:
     rms = np.array([_rms(asymmetry(lat, rot, shape, off + pc)) for lat, rot, off, _ in terms])
     limit = max(OUTLIER_FACTOR * float(np.median(rms)), 0.01)
     return [tm for tm, r in zip(terms, rms) if r <= limit]
+
+
+def _invariant_metrics(rotations: np.ndarray) -> np.ndarray:
+    """Orthonormal basis ``(d, 3, 3)`` of the symmetric metrics invariant
+    under ``rotations`` (the range of :func:`symmetric_part`)."""
+    basis = []
+    for i, j in zip(*_TRIU):
+        e = np.zeros((3, 3))
+        e[i, j] = e[j, i] = 1.0
+        basis.append(symmetric_part(e, rotations).ravel())
+    u, s, _ = np.linalg.svd(np.array(basis).T, full_matrices=False)
+    return u[:, s > 1e-8 * s.max()].T.reshape(-1, 3, 3)
+
+
+def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(v).as_matrix()
+
+
+class _BandModel:
+    """Band directions of one pattern predicted from a symmetric lattice:
+    metric ``G(c) = G0 + sum c_k E_k`` (``E_k`` invariant, orthogonal to
+    ``G0``: the scale is fixed), orientation ``Q`` (rotation vector) from the
+    Cholesky frame of ``G``; reciprocal basis ``inv(L).T Q.T``."""
+
+    def __init__(self, lat: _PatternLattice, rotations: np.ndarray, shape, pc):
+        d = lat.direct @ pc_map(shape, lat.pc_ref, pc).T
+        d = d * np.sign(np.linalg.det(d))  # right-handed (band normals are sign free)
+        g = d @ d.T
+        g0 = symmetric_part(g, rotations)
+        g0 = g0 / np.linalg.det(g0) ** (1 / 3)
+        e = _invariant_metrics(rotations)
+        e = e - np.einsum("kij,ij->k", e, g0)[:, None, None] * g0 / (g0 * g0).sum()
+        u, s, _ = np.linalg.svd(e.reshape(len(e), 9).T, full_matrices=False)
+        self.e = u[:, s > 1e-8].T.reshape(-1, 3, 3)
+        self.g0, self.lat, self.shape = g0, lat, shape
+        # the orientation that takes the Cholesky frame to the pattern's basis
+        sg, vg = np.linalg.eigh(g)
+        s0, v0 = np.linalg.eigh(g0)
+        m = (v0 * np.sqrt(s0)) @ v0.T @ (vg / np.sqrt(sg)) @ vg.T  # G0^1/2 G^-1/2
+        lo = np.linalg.cholesky(g0)
+        w, _, vt = np.linalg.svd((np.linalg.inv(lo) @ m @ d).T)
+        from scipy.spatial.transform import Rotation
+
+        self.q0 = Rotation.from_matrix(w @ vt).as_rotvec()
+        self.n_params = 3 + len(self.e)
+
+    def residuals(self, params: np.ndarray, pc) -> np.ndarray:
+        """Per band, the observed unit normal at ``pc`` minus the predicted one
+        (sign matched): about the angle between them."""
+        g = self.g0 + np.einsum("k,kij->ij", params[3:], self.e)
+        try:
+            lo = np.linalg.cholesky(g)
+        except np.linalg.LinAlgError:
+            return np.full(3 * len(self.lat.hkl), 1.0)
+        b = np.linalg.inv(lo).T @ _rotvec_matrix(self.q0 + params[:3]).T
+        p = self.lat.hkl @ b
+        p /= np.linalg.norm(p, axis=1, keepdims=True)
+        u = change_pc(self.lat.normals, self.shape, self.lat.pc_ref, pc)
+        return (u * np.sign(np.sum(u * p, axis=1))[:, None] - p).ravel()
+
+
+def _band_sparsity(terms, sizes) -> np.ndarray:
+    """Jacobian structure of :func:`refine_bands`: every residual depends on
+    the PC, each pattern's residuals on its own parameters only."""
+    rows = [3 * len(lat.hkl) for lat, *_ in terms]
+    m = np.zeros((sum(rows), 3 + sum(sizes)), bool)
+    m[:, :3] = True
+    r0, c0 = 0, 3
+    for r, c in zip(rows, sizes):
+        m[r0:r0 + r, c0:c0 + c] = True
+        r0, c0 = r0 + r, c0 + c
+    return m
+
+
+def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit the scan PC to the band directions of all patterns, each pattern a
+    lattice of its metric symmetry in its own orientation.
+
+    Returns the PC, its covariance (residual variance times the PC block of
+    ``inv(J.T J)``, the other parameters marginalised) and the rms angle (rad)."""
+    from scipy.optimize import least_squares
+
+    models = [_BandModel(lat, rot, shape, off + pc) for lat, rot, off, _ in terms]
+    sizes = [m.n_params for m in models]
+    splits = np.cumsum(sizes)[:-1]
+
+    def fun(x):
+        parts = np.split(x[3:], splits)
+        return np.concatenate([m.residuals(p, off + x[:3]) for m, p, (_, _, off, _) in zip(models, parts, terms)])
+
+    x0 = np.concatenate([pc] + [np.zeros(s) for s in sizes])
+    res = least_squares(fun, x0, x_scale=0.01, method="trf", jac_sparsity=_band_sparsity(terms, sizes),
+                        max_nfev=100)
+    n_res = sum(2 * len(lat.hkl) for lat, *_ in terms)  # two angles per band
+    dof = n_res - len(x0)
+    s2 = 2 * res.cost / max(dof, 1)  # variance of each of a band's two angles
+    jac = res.jac.toarray() if hasattr(res.jac, "toarray") else np.asarray(res.jac)
+    try:
+        cov = s2 * np.linalg.inv(jac.T @ jac)[:3, :3]
+    except np.linalg.LinAlgError:
+        cov = np.full((3, 3), np.inf)
+    return res.x[:3], cov, float(np.sqrt(2 * res.cost / (n_res / 2)))
 
 
 def _check_constraints(lattice: str, n_patterns: int) -> None:
@@ -428,7 +512,7 @@ def _subset(n: int, max_patterns: int | None) -> np.ndarray:
 
 def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_background="auto",
                 max_patterns: int | None = 50, n_bands: int = 16, rounds: int = ROUNDS,
-                max_uncertainty: float = MAX_UNCERTAINTY) -> PCEstimate:
+                max_uncertainty: float = MAX_UNCERTAINTY, refine: bool = True) -> PCEstimate:
     """Estimate the pattern centre of a scan, or of one pattern, with no phase.
 
     Parameters
@@ -458,6 +542,9 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
         optimising it.
     max_uncertainty
         Refuse (ValueError) when the uncertainty of any coordinate exceeds this.
+    refine
+        Refine the PC against the band directions after the metric-symmetry
+        fit (:func:`refine_bands`); False keeps the symmetry fit alone.
 
     Returns
     -------
@@ -494,13 +581,17 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
             terms = kept
             _check_constraints(lattice, len(terms))
             new_pc, resid, jac = _fit_pc(terms, shape, new_pc)
+        if refine:
+            new_pc, cov, rms_angle = refine_bands(terms, shape, new_pc)
         _check_range(new_pc, start)
         history.append(new_pc)
         moved = float(np.abs(new_pc - pc).max())
         pc = new_pc
         if moved < 2e-4:
             break
-    if len(terms) >= MIN_JACKKNIFE:
+    if refine:
+        sd, method = np.sqrt(np.clip(np.diag(cov), 0, np.inf)), "band least squares"
+    elif len(terms) >= MIN_JACKKNIFE:
         sd, method = _jackknife_sd(terms, shape, pc), "jackknife"
     else:
         sd, method = _least_squares_sd(resid, jac, CONSTRAINTS[lattice] * len(terms)), "least squares"

@@ -30,10 +30,16 @@ def _fcc_primitive(rng) -> np.ndarray:
 
 
 def _seen_with(direct: np.ndarray, pc_true, pc_seen) -> pe._PatternLattice:
-    """A perfect lattice as it is indexed when the bands are measured with the
-    wrong PC ``pc_seen``: directions mapped by ``pc_map`` (truth -> seen)."""
+    """A perfect lattice and twelve of its bands as they are indexed when
+    measured with the wrong PC ``pc_seen``: directions mapped by ``pc_map``
+    (truth -> seen), band normals by ``change_pc``."""
     d = direct @ pc_map(SHAPE, pc_true, pc_seen).T
-    return pe._PatternLattice(d, pe.symmetry_candidates(direct), np.asarray(pc_seen, float), 12)
+    hkl = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1],
+                    [1, -1, 0], [1, 0, -1], [0, 1, -1], [2, 1, 0], [1, 2, 1]])
+    g = hkl @ np.linalg.inv(direct).T
+    normals = change_pc(g / np.linalg.norm(g, axis=1, keepdims=True), SHAPE, pc_true, pc_seen)
+    return pe._PatternLattice(d, pe.symmetry_candidates(direct), np.asarray(pc_seen, float), len(hkl),
+                              hkl, normals)
 
 
 def test_pc_map_moves_normals_as_change_pc():
@@ -76,6 +82,16 @@ def test_fit_recovers_the_pc_from_perfect_lattices():
     pc, resid, _ = pe._fit_pc(terms, SHAPE, start)
     np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
     assert pe._rms(resid) < 1e-8
+
+
+def test_band_refinement_recovers_the_pc_from_perfect_bands():
+    rng = np.random.default_rng(6)
+    start = TRUTH + [0.03, 0.02, -0.03]
+    lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(2)]
+    terms = [(lat, lat.candidates["cF"], np.zeros(3), i) for i, lat in enumerate(lats)]
+    pc, cov, rms = pe.refine_bands(terms, SHAPE, TRUTH + [0.005, -0.005, 0.005])
+    np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
+    assert rms < 1e-7 and np.all(np.diag(cov) < 1e-10)
 
 
 def test_too_few_constraints_are_refused():
