@@ -33,8 +33,9 @@ of lower symmetry, differently in every grain. The estimate therefore
 6. re-detects and re-indexes the bands at the new PC and repeats.
 
 The uncertainty is the least-squares covariance of step 5 (band-angle
-residual variance times the PC block of ``inv(J.T J)``; without step 5, the
-jackknife over patterns when there are at least :data:`MIN_JACKKNIFE`).
+residual variance times the PC block of ``inv(J.T J)``), or the jackknife
+over patterns where larger (at least :data:`MIN_JACKKNIFE` patterns); without
+step 5, the jackknife or the covariance of the symmetry fit.
 A triclinic lattice gives no constraint, a monoclinic one two (fewer than the
 three PC coordinates; the common metric of several grains would add more, but
 is not used): such input, too few indexed bands, or an uncertainty above
@@ -88,6 +89,12 @@ OUTLIER_FACTOR = 3.0
 
 #: Extra starts of the PC fit at this distance along each coordinate.
 START_SPREAD = 0.03
+
+#: Loss and scale (rad) of the band-direction refinement (scipy least_squares):
+#: robust, so that a misindexed band weighs less (on six dynamical Ni scans of
+#: 9 patterns the mean error fell from 0.0055 to 0.0045 against "linear").
+BAND_LOSS = "soft_l1"
+BAND_SCALE = np.deg2rad(0.5)
 
 #: Rounds of detect -> index -> optimise.
 ROUNDS = 3
@@ -405,7 +412,7 @@ def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
 
     x0 = np.concatenate([pc] + [np.zeros(s) for s in sizes])
     res = least_squares(fun, x0, x_scale=0.01, method="trf", jac_sparsity=_band_sparsity(terms, sizes),
-                        max_nfev=100)
+                        max_nfev=100, loss=BAND_LOSS, f_scale=BAND_SCALE)
     n_res = sum(2 * len(lat.hkl) for lat, *_ in terms)  # two angles per band
     dof = n_res - len(x0)
     s2 = 2 * res.cost / max(dof, 1)  # variance of each of a band's two angles
@@ -457,10 +464,12 @@ def _least_squares_sd(residuals, jac, n_constraints) -> np.ndarray:
     return np.where(d >= 0, np.sqrt(np.abs(d)), np.inf)
 
 
-def _jackknife_sd(terms, shape, pc) -> np.ndarray:
-    """Jackknife standard deviations of the PC over patterns."""
+def _jackknife_sd(terms, shape, pc, fit=None) -> np.ndarray:
+    """Jackknife standard deviations of the PC over patterns; ``fit(terms,
+    shape, start)`` returns the PC first (default: the symmetry fit)."""
+    fit = _fit_pc if fit is None else fit
     n = len(terms)
-    est = np.array([_fit_pc(terms[:i] + terms[i + 1:], shape, pc)[0] for i in range(n)])
+    est = np.array([fit(terms[:i] + terms[i + 1:], shape, pc)[0] for i in range(n)])
     return np.sqrt((n - 1) / n * ((est - est.mean(0)) ** 2).sum(0))
 
 
@@ -591,6 +600,9 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
             break
     if refine:
         sd, method = np.sqrt(np.clip(np.diag(cov), 0, np.inf)), "band least squares"
+        if len(terms) >= MIN_JACKKNIFE:
+            sd = np.maximum(sd, _jackknife_sd(terms, shape, pc, refine_bands))
+            method = "band least squares or jackknife, the larger"
     elif len(terms) >= MIN_JACKKNIFE:
         sd, method = _jackknife_sd(terms, shape, pc), "jackknife"
     else:
