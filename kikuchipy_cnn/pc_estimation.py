@@ -399,7 +399,8 @@ def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
     lattice of its metric symmetry in its own orientation.
 
     Returns the PC, its covariance (residual variance times the PC block of
-    ``inv(J.T J)``, the other parameters marginalised) and the rms angle (rad)."""
+    ``inv(J.T J)``, the other parameters marginalised; ``J`` is scipy's
+    Jacobian scaled by the robust loss) and the rms angle (rad)."""
     from scipy.optimize import least_squares
 
     models = [_BandModel(lat, rot, shape, off + pc) for lat, rot, off, _ in terms]
@@ -415,13 +416,14 @@ def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
                         max_nfev=100, loss=BAND_LOSS, f_scale=BAND_SCALE)
     n_res = sum(2 * len(lat.hkl) for lat, *_ in terms)  # two angles per band
     dof = n_res - len(x0)
-    s2 = 2 * res.cost / max(dof, 1)  # variance of each of a band's two angles
+    ss = float(res.fun @ res.fun)  # sum of squared angles (the raw residuals, not the robust cost)
+    s2 = ss / max(dof, 1)  # variance of each of a band's two angles
     jac = res.jac.toarray() if hasattr(res.jac, "toarray") else np.asarray(res.jac)
     try:
         cov = s2 * np.linalg.inv(jac.T @ jac)[:3, :3]
     except np.linalg.LinAlgError:
         cov = np.full((3, 3), np.inf)
-    return res.x[:3], cov, float(np.sqrt(2 * res.cost / (n_res / 2)))
+    return res.x[:3], cov, float(np.sqrt(ss / (n_res / 2)))
 
 
 def _check_constraints(lattice: str, n_patterns: int) -> None:
