@@ -146,3 +146,14 @@ def test_signal_is_not_modified_and_gives_the_array_result(ni_scan):
     assert e.pc_per_pattern.shape == (6, 3)
     e_arr = kikuchipy_cnn.estimate_pc(ni_scan, pc0=start, beam_energy=20.0)
     np.testing.assert_allclose(e.pc, e_arr.pc, atol=1e-9)
+
+
+def test_max_patterns_uses_a_spread_subset_of_a_lazy_signal(ni_scan):
+    import kikuchipy as kp
+
+    s = kp.signals.EBSD(ni_scan.copy()).as_lazy()
+    s.detector = kp.detectors.EBSDDetector(shape=SHAPE, pc=TRUTH + 0.01, sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    e = kikuchipy_cnn.estimate_pc(s, max_patterns=3)
+    assert not e.used[[1, 3, 4]].any() and 1 <= e.n_patterns_used <= 3
+    assert np.linalg.norm(e.pc - TRUTH) < np.linalg.norm(e.pc0 - TRUTH)
