@@ -127,6 +127,9 @@ class PCEstimate:
     asymmetry0, asymmetry
         RMS relative deviation of the metrics from their symmetric form at
         the start and at the estimate.
+    rms_angle
+        RMS angle (rad) between observed and predicted band normals in the
+        band-direction fit (NaN without it).
     uncertainty_method
         How ``uncertainty`` was obtained (band least squares, jackknife over
         patterns, or least squares of the symmetry fit).
@@ -144,6 +147,7 @@ class PCEstimate:
     pc0: np.ndarray
     asymmetry0: float
     asymmetry: float
+    rms_angle: float
     uncertainty_method: str
     used: np.ndarray
     history: list = field(default_factory=list)
@@ -478,6 +482,39 @@ def _jackknife_sd(terms, shape, pc, fit=None) -> np.ndarray:
     return np.sqrt((n - 1) / n * ((est - est.mean(0)) ** 2).sum(0))
 
 
+def _fit_round(terms, shape, pc, lattice: str, refine: bool) -> tuple[np.ndarray, list, dict]:
+    """One round's PC fit: the metric-symmetry fit (from a few starts), again
+    without outlying patterns, then the band-direction refinement. Returns
+    the PC, the terms kept and what the uncertainty needs."""
+    new_pc, resid, jac = _fit_pc(terms, shape, pc, START_SPREAD)
+    kept = _drop_outliers(terms, shape, new_pc)
+    if len(kept) < len(terms):
+        terms = kept
+        _check_constraints(lattice, len(terms))
+        new_pc, resid, jac = _fit_pc(terms, shape, new_pc)
+    fit = {"resid": resid, "jac": jac}
+    if refine:
+        new_pc, fit["cov"], fit["rms_angle"] = refine_bands(terms, shape, new_pc)
+    return new_pc, terms, fit
+
+
+def _uncertainty(terms, shape, pc, lattice: str, fit: dict) -> tuple[np.ndarray, str]:
+    """Standard deviations of the PC and how they were obtained: the band-fit
+    covariance or, from :data:`MIN_JACKKNIFE` patterns, the jackknife where
+    larger; without the band fit, the jackknife or the symmetry fit's
+    covariance."""
+    jackknife = len(terms) >= MIN_JACKKNIFE
+    if "cov" in fit:
+        sd = np.sqrt(np.clip(np.diag(fit["cov"]), 0, np.inf))
+        if not jackknife:
+            return sd, "band least squares"
+        sd = np.maximum(sd, _jackknife_sd(terms, shape, pc, refine_bands))
+        return sd, "band least squares or jackknife, the larger"
+    if jackknife:
+        return _jackknife_sd(terms, shape, pc), "jackknife"
+    return _least_squares_sd(fit["resid"], fit["jac"], CONSTRAINTS[lattice] * len(terms)), "least squares"
+
+
 def _rms(r) -> float:
     return float(np.sqrt(np.mean(np.square(r)))) if len(r) else float("nan")
 
@@ -587,10 +624,8 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
     data_k, keep, pcs, wavelength = _input(patterns, pc0, beam_energy, static_background, max_patterns)
     shape = data_k.shape[1:]
     offsets_all = pcs - pcs.mean(0)
-    pc = pcs.mean(0)
-    start = pc.copy()
-    history = []
-    asym0 = None
+    pc = start = pcs.mean(0)
+    history, asym0 = [], None
     for _ in range(max(1, int(rounds))):
         lattices = index_patterns(data_k, offsets_all[keep] + pc, wavelength, n_bands=n_bands)
         lattice, rotations, has = _common_lattice(lattices)
@@ -599,29 +634,14 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
         _check_constraints(lattice, len(terms))
         if asym0 is None:
             asym0 = _rms(_residuals(pc, terms, shape))
-        new_pc, resid, jac = _fit_pc(terms, shape, pc, START_SPREAD)
-        kept = _drop_outliers(terms, shape, new_pc)
-        if len(kept) < len(terms):
-            terms = kept
-            _check_constraints(lattice, len(terms))
-            new_pc, resid, jac = _fit_pc(terms, shape, new_pc)
-        if refine:
-            new_pc, cov, rms_angle = refine_bands(terms, shape, new_pc)
+        new_pc, terms, fit = _fit_round(terms, shape, pc, lattice, refine)
         _check_range(new_pc, start)
         history.append(new_pc)
         moved = float(np.abs(new_pc - pc).max())
         pc = new_pc
         if moved < 2e-4:
             break
-    if refine:
-        sd, method = np.sqrt(np.clip(np.diag(cov), 0, np.inf)), "band least squares"
-        if len(terms) >= MIN_JACKKNIFE:
-            sd = np.maximum(sd, _jackknife_sd(terms, shape, pc, refine_bands))
-            method = "band least squares or jackknife, the larger"
-    elif len(terms) >= MIN_JACKKNIFE:
-        sd, method = _jackknife_sd(terms, shape, pc), "jackknife"
-    else:
-        sd, method = _least_squares_sd(resid, jac, CONSTRAINTS[lattice] * len(terms)), "least squares"
+    sd, method = _uncertainty(terms, shape, pc, lattice, fit)
     if not np.all(sd <= max_uncertainty):
         raise ValueError(
             f"The patterns do not constrain the pattern centre: uncertainty "
@@ -632,4 +652,5 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
     used[[i for *_, i in terms]] = True
     return PCEstimate(pc=pc, uncertainty=sd, n_patterns_used=len(terms), pc_per_pattern=offsets_all + pc,
                       lattice=lattice, pc0=start, asymmetry0=asym0, asymmetry=_rms(_residuals(pc, terms, shape)),
-                      uncertainty_method=method, used=used, history=history)
+                      rms_angle=fit.get("rms_angle", float("nan")), uncertainty_method=method, used=used,
+                      history=history)

@@ -130,6 +130,7 @@ def test_recovers_a_known_offset_on_dynamical_ni(ni_scan):
     assert np.linalg.norm(e.pc - TRUTH) <= 0.01
     assert e.asymmetry < e.asymmetry0
     assert np.all(e.uncertainty > 0) and np.all(e.uncertainty < 0.01)
+    assert 0 < e.rms_angle < np.deg2rad(1.0)
     assert e.n_patterns_used == e.used.sum() >= 3
 
 
