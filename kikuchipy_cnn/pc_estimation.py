@@ -105,6 +105,22 @@ _TRIU = np.triu_indices(3)
 
 
 @dataclass
+class _PatternPC:
+    """A pattern's PC as a function of the fitted parameters ``x``: its
+    start offset from the scan mean plus ``x[:3]`` and, with 9 parameters,
+    a linear change with its centred navigation position,
+    ``x[3:].reshape(3, 2) @ position`` (PC per step along rows, columns)."""
+
+    offset: np.ndarray
+    position: np.ndarray
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        pc = self.offset + x[:3]
+        return pc + x[3:9].reshape(3, 2) @ self.position if len(x) > 3 else pc
+
+
+@dataclass
 class PCEstimate:
     """Result of :func:`estimate_pc`.
 
@@ -137,6 +153,10 @@ class PCEstimate:
         ``(n,)`` True for the patterns used.
     history
         PC after each round.
+    gradient, gradient_uncertainty
+        With ``pc_model="affine"``: ``(3, 2)`` change of (PCx, PCy, PCz) per
+        navigation step along rows and columns, and its standard deviations
+        (None otherwise).
     """
 
     pc: np.ndarray
@@ -151,6 +171,8 @@ class PCEstimate:
     uncertainty_method: str
     used: np.ndarray
     history: list = field(default_factory=list)
+    gradient: np.ndarray | None = None
+    gradient_uncertainty: np.ndarray | None = None
 
     def __repr__(self) -> str:
         pc = ", ".join(f"{v:.4f}" for v in self.pc)
@@ -295,8 +317,9 @@ def _common_lattice(lattices: list[_PatternLattice | None]) -> tuple[str, list, 
 
 def _residuals(pc, terms, shape) -> np.ndarray:
     """Asymmetries of all patterns at the scan PC ``pc``; ``terms`` are
-    ``(lattice, rotations, PC offset, pattern index)``."""
-    return np.concatenate([asymmetry(lat, rot, shape, off + pc) for lat, rot, off, _ in terms])
+    ``(lattice, rotations, _PatternPC, pattern index)`` and ``pc`` the
+    parameters (scan PC, with a PC gradient if 9)."""
+    return np.concatenate([asymmetry(lat, rot, shape, at(pc)) for lat, rot, at, _ in terms])
 
 
 def _fit_pc(terms, shape, start, spread: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -309,7 +332,7 @@ def _fit_pc(terms, shape, start, spread: float = 0.0) -> tuple[np.ndarray, np.nd
 
     starts = [np.asarray(start, np.float64)]
     if spread > 0:
-        starts += [starts[0] + s * spread * e for e in np.eye(3) for s in (-1, 1)]
+        starts += [starts[0] + s * spread * e for e in np.eye(len(starts[0]))[:3] for s in (-1, 1)]
     best = None
     for x0 in starts:
         res = least_squares(_residuals, x0, args=(terms, shape), x_scale=0.01, diff_step=1e-4,
@@ -322,7 +345,7 @@ def _fit_pc(terms, shape, start, spread: float = 0.0) -> tuple[np.ndarray, np.nd
 def _drop_outliers(terms, shape, pc) -> list:
     """The terms whose asymmetry at ``pc`` is below :data:`OUTLIER_FACTOR`
     times the median (or 0.01): misindexed patterns go."""
-    rms = np.array([_rms(asymmetry(lat, rot, shape, off + pc)) for lat, rot, off, _ in terms])
+    rms = np.array([_rms(asymmetry(lat, rot, shape, at(pc))) for lat, rot, at, _ in terms])
     limit = max(OUTLIER_FACTOR * float(np.median(rms)), 0.01)
     return [tm for tm, r in zip(terms, rms) if r <= limit]
 
@@ -388,13 +411,13 @@ class _BandModel:
         return (u * np.sign(np.sum(u * p, axis=1))[:, None] - p).ravel()
 
 
-def _band_sparsity(terms, sizes) -> np.ndarray:
+def _band_sparsity(terms, sizes, npc: int = 3) -> np.ndarray:
     """Jacobian structure of :func:`refine_bands`: every residual depends on
-    the PC, each pattern's residuals on its own parameters only."""
+    the ``npc`` PC parameters, each pattern's residuals on its own only."""
     rows = [3 * len(lat.hkl) for lat, *_ in terms]
-    m = np.zeros((sum(rows), 3 + sum(sizes)), bool)
-    m[:, :3] = True
-    r0, c0 = 0, 3
+    m = np.zeros((sum(rows), npc + sum(sizes)), bool)
+    m[:, :npc] = True
+    r0, c0 = 0, npc
     for r, c in zip(rows, sizes):
         m[r0:r0 + r, c0:c0 + c] = True
         r0, c0 = r0 + r, c0 + c
@@ -405,21 +428,24 @@ def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit the scan PC to the band directions of all patterns, each pattern a
     lattice of its metric symmetry in its own orientation.
 
-    Returns the PC, its covariance (residual variance times the PC block of
+    ``pc`` are the PC parameters (see :class:`_PatternPC`). Returns them,
+    their covariance (residual variance times the PC block of
     ``inv(J.T J)``, the other parameters marginalised; ``J`` is scipy's
     Jacobian scaled by the robust loss) and the rms angle (rad)."""
     from scipy.optimize import least_squares
 
-    models = [_BandModel(lat, rot, shape, off + pc) for lat, rot, off, _ in terms]
+    pc = np.asarray(pc, np.float64)
+    npc = len(pc)
+    models = [_BandModel(lat, rot, shape, at(pc)) for lat, rot, at, _ in terms]
     sizes = [m.n_params for m in models]
     splits = np.cumsum(sizes)[:-1]
 
     def fun(x):
-        parts = np.split(x[3:], splits)
-        return np.concatenate([m.residuals(p, off + x[:3]) for m, p, (_, _, off, _) in zip(models, parts, terms)])
+        parts = np.split(x[npc:], splits)
+        return np.concatenate([m.residuals(p, at(x[:npc])) for m, p, (_, _, at, _) in zip(models, parts, terms)])
 
     x0 = np.concatenate([pc] + [np.zeros(s) for s in sizes])
-    res = least_squares(fun, x0, x_scale=0.01, method="trf", jac_sparsity=_band_sparsity(terms, sizes),
+    res = least_squares(fun, x0, x_scale=0.01, method="trf", jac_sparsity=_band_sparsity(terms, sizes, npc),
                         max_nfev=100, loss=BAND_LOSS, f_scale=BAND_SCALE)
     n_res = sum(2 * len(lat.hkl) for lat, *_ in terms)  # two angles per band
     dof = n_res - len(x0)
@@ -427,10 +453,10 @@ def refine_bands(terms, shape, pc) -> tuple[np.ndarray, np.ndarray, float]:
     s2 = ss / max(dof, 1)  # variance of each of a band's two angles
     jac = res.jac.toarray() if hasattr(res.jac, "toarray") else np.asarray(res.jac)
     try:
-        cov = s2 * np.linalg.inv(jac.T @ jac)[:3, :3]
+        cov = s2 * np.linalg.inv(jac.T @ jac)[:npc, :npc]
     except np.linalg.LinAlgError:
-        cov = np.full((3, 3), np.inf)
-    return res.x[:3], cov, float(np.sqrt(ss / (n_res / 2)))
+        cov = np.full((npc, npc), np.inf)
+    return res.x[:npc], cov, float(np.sqrt(ss / (n_res / 2)))
 
 
 def _check_constraints(lattice: str, n_patterns: int) -> None:
@@ -461,14 +487,14 @@ def _check_range(pc: np.ndarray, start: np.ndarray, max_move: float = 0.2) -> No
 def _least_squares_sd(residuals, jac, n_constraints) -> np.ndarray:
     """Standard deviations from ``s^2 inv(J.T J)``, ``s^2`` the residual
     variance over the independent constraints; inf when not determined."""
-    dof = n_constraints - 3
+    dof = n_constraints - jac.shape[1]
     if dof <= 0:
-        return np.full(3, np.inf)
+        return np.full(jac.shape[1], np.inf)
     s2 = float(residuals @ residuals) / dof
     try:
         cov = s2 * np.linalg.inv(jac.T @ jac)
     except np.linalg.LinAlgError:
-        return np.full(3, np.inf)
+        return np.full(jac.shape[1], np.inf)
     d = np.diag(cov)
     return np.where(d >= 0, np.sqrt(np.abs(d)), np.inf)
 
@@ -499,7 +525,7 @@ def _fit_round(terms, shape, pc, lattice: str, refine: bool) -> tuple[np.ndarray
 
 
 def _uncertainty(terms, shape, pc, lattice: str, fit: dict) -> tuple[np.ndarray, str]:
-    """Standard deviations of the PC and how they were obtained: the band-fit
+    """Standard deviations of the PC parameters and how they were obtained: the band-fit
     covariance or, from :data:`MIN_JACKKNIFE` patterns, the jackknife where
     larger; without the band fit, the jackknife or the symmetry fit's
     covariance."""
@@ -536,7 +562,8 @@ def _pcs(pc0, n: int) -> np.ndarray:
 
 def _input(patterns, pc0, beam_energy, static_background, max_patterns):
     """Patterns to use ``(m, rows, columns)`` (at most ``max_patterns``, spread
-    over the scan), their indices, the PCs of all ``n`` patterns ``(n, 3)``
+    over the scan), their indices, the PCs of all ``n`` patterns ``(n, 3)``,
+    their navigation positions ``(n, 2)`` (row, column; None for an array)
     and the wavelength, from a kikuchipy signal or an array. The signal is
     only read; a lazy signal only for the patterns used."""
     from kikuchipy_cnn.preprocessing import static_background_divisor
@@ -546,7 +573,11 @@ def _input(patterns, pc0, beam_energy, static_background, max_patterns):
 
         s = patterns
         sig = tuple(s.axes_manager.signal_shape[::-1])
-        pcs, wavelength = detector_geometry(s, tuple(s.axes_manager.navigation_shape[::-1]))
+        nav = tuple(s.axes_manager.navigation_shape[::-1])
+        pcs, wavelength = detector_geometry(s, nav)
+        idx = np.unravel_index(np.arange(len(pcs)), nav) if nav else (np.zeros(1, int),)
+        positions = np.zeros((len(pcs), 2))
+        positions[:, 2 - len(idx):] = np.column_stack(idx)  # a line scan: columns only
         if beam_energy is not None:
             wavelength = electron_wavelength(beam_energy)
         flat = s.data.reshape((-1,) + sig)
@@ -567,15 +598,25 @@ def _input(patterns, pc0, beam_energy, static_background, max_patterns):
         data = np.array(flat[keep], dtype=np.float32)
         bg = None if static_background is None or isinstance(static_background, str) else static_background
         pcs = _pcs(pc0, len(flat))
+        positions = None
         wavelength = electron_wavelength(20.0 if beam_energy is None else beam_energy)
     if bg is not None:
         data /= static_background_divisor(np.asarray(bg))
-    return data, keep, pcs, wavelength
+    return data, keep, pcs, positions, wavelength
+
+
+def _pattern_pcs(pcs: np.ndarray, positions: np.ndarray | None) -> list[_PatternPC]:
+    """One :class:`_PatternPC` per pattern: start offset from the mean, and
+    the navigation position centred on the scan (zero without positions)."""
+    off = pcs - pcs.mean(0)
+    pos = np.zeros((len(pcs), 2)) if positions is None else positions - positions.mean(0)
+    return [_PatternPC(o, p) for o, p in zip(off, pos)]
 
 
 def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_background="auto",
                 max_patterns: int | None = 50, n_bands: int = 16, rounds: int = ROUNDS,
-                max_uncertainty: float = MAX_UNCERTAINTY, refine: bool = True) -> PCEstimate:
+                max_uncertainty: float = MAX_UNCERTAINTY, refine: bool = True,
+                pc_model: str = "constant") -> PCEstimate:
     """Estimate the pattern centre of a scan, or of one pattern, with no phase.
 
     Parameters
@@ -608,6 +649,12 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
     refine
         Refine the PC against the band directions after the metric-symmetry
         fit (:func:`refine_bands`); False keeps the symmetry fit alone.
+    pc_model
+        ``"constant"``: one shift of the start PC for all patterns.
+        ``"affine"`` (signals only): also a PC that changes linearly with
+        the navigation position (as the beam moves over the sample; 6 more
+        parameters, see ``PCEstimate.gradient``); ``pc`` is then the PC at
+        the centre of the scan's navigation positions.
 
     Returns
     -------
@@ -621,36 +668,44 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
         constraints per pattern (triclinic, monoclinic), or an
         uncertainty above ``max_uncertainty``.
     """
-    data_k, keep, pcs, wavelength = _input(patterns, pc0, beam_energy, static_background, max_patterns)
+    if pc_model not in ("constant", "affine"):
+        raise ValueError(f"pc_model must be 'constant' or 'affine', not {pc_model!r}")
+    data_k, keep, pcs, positions, wavelength = _input(patterns, pc0, beam_energy, static_background,
+                                                      max_patterns)
+    if pc_model == "affine" and positions is None:
+        raise ValueError("pc_model='affine' needs the navigation positions: give a kikuchipy signal")
     shape = data_k.shape[1:]
-    offsets_all = pcs - pcs.mean(0)
-    pc = start = pcs.mean(0)
+    at = _pattern_pcs(pcs, positions)
+    start = pcs.mean(0)
+    x = np.concatenate([start, np.zeros(6)]) if pc_model == "affine" else start.copy()
     history, asym0 = [], None
     for _ in range(max(1, int(rounds))):
-        lattices = index_patterns(data_k, offsets_all[keep] + pc, wavelength, n_bands=n_bands)
+        lattices = index_patterns(data_k, np.array([at[i](x) for i in keep]), wavelength, n_bands=n_bands)
         lattice, rotations, has = _common_lattice(lattices)
         lats = [lat for lat, h in zip(lattices, has) if h]
-        terms = [(lat, rot, offsets_all[i], i) for lat, rot, i in zip(lats, rotations, keep[has])]
+        terms = [(lat, rot, at[i], i) for lat, rot, i in zip(lats, rotations, keep[has])]
         _check_constraints(lattice, len(terms))
         if asym0 is None:
-            asym0 = _rms(_residuals(pc, terms, shape))
-        new_pc, terms, fit = _fit_round(terms, shape, pc, lattice, refine)
-        _check_range(new_pc, start)
-        history.append(new_pc)
-        moved = float(np.abs(new_pc - pc).max())
-        pc = new_pc
+            asym0 = _rms(_residuals(x, terms, shape))
+        new_x, terms, fit = _fit_round(terms, shape, x, lattice, refine)
+        _check_range(new_x[:3], start)
+        history.append(new_x[:3])
+        moved = float(np.abs(new_x - x).max())
+        x = new_x
         if moved < 2e-4:
             break
-    sd, method = _uncertainty(terms, shape, pc, lattice, fit)
-    if not np.all(sd <= max_uncertainty):
+    sd, method = _uncertainty(terms, shape, x, lattice, fit)
+    if not np.all(sd[:3] <= max_uncertainty):
         raise ValueError(
             f"The patterns do not constrain the pattern centre: uncertainty "
-            f"{np.round(sd, 4).tolist()} (PCx, PCy, PCz) exceeds {max_uncertainty} "
+            f"{np.round(sd[:3], 4).tolist()} (PCx, PCy, PCz) exceeds {max_uncertainty} "
             f"({len(terms)} pattern(s), {lattice} lattice)"
         )
     used = np.zeros(len(pcs), bool)
     used[[i for *_, i in terms]] = True
-    return PCEstimate(pc=pc, uncertainty=sd, n_patterns_used=len(terms), pc_per_pattern=offsets_all + pc,
-                      lattice=lattice, pc0=start, asymmetry0=asym0, asymmetry=_rms(_residuals(pc, terms, shape)),
+    return PCEstimate(pc=x[:3], uncertainty=sd[:3], n_patterns_used=len(terms),
+                      pc_per_pattern=np.array([a(x) for a in at]), lattice=lattice, pc0=start,
+                      asymmetry0=asym0, asymmetry=_rms(_residuals(x, terms, shape)),
                       rms_angle=fit.get("rms_angle", float("nan")), uncertainty_method=method, used=used,
-                      history=history)
+                      history=history, gradient=x[3:].reshape(3, 2) if len(x) > 3 else None,
+                      gradient_uncertainty=sd[3:].reshape(3, 2) if len(x) > 3 else None)

@@ -78,7 +78,8 @@ def test_fit_recovers_the_pc_from_perfect_lattices():
     rng = np.random.default_rng(3)
     start = TRUTH + [0.03, 0.02, -0.03]
     lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(3)]
-    terms = [(lat, lat.candidates["cF"], np.zeros(3), i) for i, lat in enumerate(lats)]
+    terms = [(lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), np.zeros(2)), i)
+             for i, lat in enumerate(lats)]
     pc, resid, _ = pe._fit_pc(terms, SHAPE, start)
     np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
     assert pe._rms(resid) < 1e-8
@@ -88,10 +89,27 @@ def test_band_refinement_recovers_the_pc_from_perfect_bands():
     rng = np.random.default_rng(6)
     start = TRUTH + [0.03, 0.02, -0.03]
     lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(2)]
-    terms = [(lat, lat.candidates["cF"], np.zeros(3), i) for i, lat in enumerate(lats)]
+    terms = [(lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), np.zeros(2)), i)
+             for i, lat in enumerate(lats)]
     pc, cov, rms = pe.refine_bands(terms, SHAPE, TRUTH + [0.005, -0.005, 0.005])
     np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
     assert rms < 1e-7 and np.all(np.diag(cov) < 1e-10)
+
+
+def test_band_refinement_recovers_a_pc_that_moves_with_the_beam():
+    rng = np.random.default_rng(7)
+    grad = np.array([[0.002, -0.003], [0.001, 0.002], [0.0005, 0.001]])  # per row, column step
+    pos = np.array([(r, c) for r in range(2) for c in range(3)], float)
+    pos -= pos.mean(0)
+    start = TRUTH + [0.01, -0.01, 0.01]
+    terms = []
+    for i, p in enumerate(pos):
+        lat = _seen_with(_fcc_primitive(rng), TRUTH + grad @ p, start)
+        terms.append((lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), p), i))
+    x, cov, rms = pe.refine_bands(terms, SHAPE, np.concatenate([TRUTH + 0.003, np.zeros(6)]))
+    np.testing.assert_allclose(x[:3], TRUTH, atol=1e-6)
+    np.testing.assert_allclose(x[3:].reshape(3, 2), grad, atol=1e-6)
+    assert cov.shape == (9, 9) and rms < 1e-7
 
 
 def test_too_few_constraints_are_refused():
@@ -110,9 +128,11 @@ def test_noise_patterns_are_refused():
         kikuchipy_cnn.estimate_pc(noise, pc0=(0.5, 0.3, 0.6))
 
 
-def test_array_needs_a_start():
+def test_array_needs_a_start_and_no_affine_model():
     with pytest.raises(ValueError, match="pc0"):
         kikuchipy_cnn.estimate_pc(np.zeros((60, 60), np.float32))
+    with pytest.raises(ValueError, match="navigation positions"):
+        kikuchipy_cnn.estimate_pc(np.zeros((60, 60), np.float32), pc0=TRUTH, pc_model="affine")
 
 
 @pytest.fixture(scope="module")
