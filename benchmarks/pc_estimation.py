@@ -19,7 +19,12 @@ the EMsoft Ni one are square). Cases:
 Refusals (ValueError: the data do not constrain the PC) are counted, not
 scored. Prints markdown.
 
+* a 5 x 6 map of dynamical Ni (120 px) whose PC moves with the beam
+  (:data:`MAP_GRADIENT`), estimated with one PC and with ``pc_model="affine"``,
+  scored by the rms over the map of the per-pattern PC error.
+
     python benchmarks/pc_estimation.py [--trials 3] [--seed 0] [--skip-shared]
+                                       [--skip-map | --only-map]
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ _MASTER = None
 
 def dynamical_ni(n: int, size: int, pc, rng, counts: float = 200.0) -> np.ndarray:
     """``(n, size, size)`` dynamical Ni patterns at random orientations seen
-    with pattern centre ``pc`` (Bruker; sample tilt 70 deg), 20 kV, Poisson
-    noise at ``counts`` per pixel at the brightest point."""
+    with pattern centre ``pc`` (Bruker, one ``(3,)`` or one per pattern
+    ``(n, 3)``; sample tilt 70 deg), 20 kV, Poisson noise at ``counts`` per
+    pixel at the brightest point."""
     import kikuchipy as kp
     from orix.quaternion import Rotation
 
@@ -45,7 +51,9 @@ def dynamical_ni(n: int, size: int, pc, rng, counts: float = 200.0) -> np.ndarra
         _MASTER = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="both")
     q = rng.normal(size=(n, 4))
     rot = Rotation(q / np.linalg.norm(q, axis=1, keepdims=True))
-    det = kp.detectors.EBSDDetector(shape=(size, size), pc=pc, sample_tilt=70)
+    pc = np.asarray(pc, np.float64)
+    det = kp.detectors.EBSDDetector(shape=(size, size), pc=pc if pc.ndim == 1 else pc.reshape(n, 3),
+                                    sample_tilt=70)
     p = _MASTER.get_patterns(rot, det, energy=20, compute=True, show_progressbar=False).data
     p = np.asarray(p, np.float64).reshape(n, size, size)
     lo, hi = p.min(axis=(1, 2), keepdims=True), p.max(axis=(1, 2), keepdims=True)
@@ -87,6 +95,48 @@ def dynamical_rows(trials: int, rng) -> list[tuple[str, list[dict]]]:
             print(f"  dynamical Ni {n} x {size} px: {results[-1]}", flush=True)
         rows.append((f"dynamical Ni, {n} pattern(s), {size} px", results))
     return rows
+
+
+#: PC change per navigation step (rows: PCx, PCy, PCz; columns: per row, per
+#: column step) of the map benchmark: 0.018-0.025 across a 5 x 6 map, as on
+#: a large map with a short camera distance.
+MAP_GRADIENT = np.array([[0.0, -0.005], [-0.0045, 0.0], [0.0016, 0.0]])
+
+
+def map_rows(trials: int, rng, shape=(5, 6), size: int = 120) -> list[tuple[str, list[dict]]]:
+    """A map of dynamical Ni whose PC moves with the beam by
+    :data:`MAP_GRADIENT`; scored per pattern (rms over the map of the PC
+    error) with one PC for all and with the affine model."""
+    import kikuchipy as kp
+
+    import kikuchipy_cnn
+
+    n = int(np.prod(shape))
+    pos = np.array(np.unravel_index(np.arange(n), shape), float).T
+    pos -= pos.mean(0)
+    rows = {"constant": [], "affine": []}
+    for _ in range(trials):
+        centre = np.array([rng.uniform(0.45, 0.55), rng.uniform(0.25, 0.3), rng.uniform(0.55, 0.6)])
+        truth = centre + pos @ MAP_GRADIENT.T
+        s = kp.signals.EBSD(dynamical_ni(n, size, truth, rng).reshape(*shape, size, size))
+        s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+        start = centre + random_offset(rng, rng.uniform(0.02, 0.05))
+        s.detector = kp.detectors.EBSDDetector(shape=(size, size), pc=start, sample_tilt=70)
+        for model in rows:
+            t = time.perf_counter()
+            try:
+                e = kikuchipy_cnn.estimate_pc(s, pc_model=model)
+            except ValueError as ex:
+                rows[model].append(dict(start=float(np.sqrt(np.mean(np.sum((start - truth) ** 2, 1)))),
+                                        refused=str(ex), seconds=time.perf_counter() - t))
+                continue
+            err = np.sqrt(np.mean(np.sum((e.pc_per_pattern - truth) ** 2, 1)))
+            rows[model].append(dict(start=float(np.sqrt(np.mean(np.sum((start - truth) ** 2, 1)))),
+                                    end=float(err), sd=float(np.linalg.norm(e.uncertainty)),
+                                    lattice=e.lattice, used=e.n_patterns_used, seconds=time.perf_counter() - t))
+            print(f"  map {shape} {model}: {rows[model][-1]}", flush=True)
+    return [(f"dynamical Ni map {shape[0]}x{shape[1]}, {size} px, PC gradient, {m} PC (rms over the map)", r)
+            for m, r in rows.items()]
 
 
 def kikuchipy_ni_rows(trials: int, rng) -> list[tuple[str, list[dict]]]:
@@ -160,9 +210,16 @@ def main(argv=None):
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-shared", action="store_true")
+    ap.add_argument("--skip-map", action="store_true")
+    ap.add_argument("--only-map", action="store_true", help="only the map with a PC gradient")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
+    if args.only_map:
+        print(table(map_rows(args.trials, rng)))
+        return
     rows = dynamical_rows(args.trials, rng) + kikuchipy_ni_rows(args.trials, rng)
+    if not args.skip_map:
+        rows += map_rows(args.trials, rng)
     if not args.skip_shared:
         rows += shared_rows(rng)
     print()
