@@ -40,8 +40,8 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
     patterns are not given to the model.
 
     Returns ``(n, n_classes + 3)``: the columns of :func:`_classify_chunk`,
-    then the check code and the Kikuchi score (NaN where excluded, or the
-    check is off).
+    then the check code and the learned check's probability (NaN where
+    excluded, or the check is off).
     """
     n = patterns.shape[0]
     extra = np.full((n, 2), np.nan, dtype=np.float32)
@@ -161,17 +161,17 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
 
 def _warn_rejected(codes: np.ndarray, has_background: bool = True) -> None:
     """Warn once about the patterns the pattern check rejected; without a
-    static background, say that raw patterns need one (their fixed detector
-    pattern hides the bands from the check)."""
+    static background, say how to give raw patterns theirs."""
     counts = {c: int((codes == c).sum()) for c in CHECK_CODES if c}
     if any(counts.values()):
         what = ", ".join(f"{k} {CHECK_CODES[c].split(' (')[0]}" for c, k in counts.items() if k)
         hint = ""
         if not has_background and counts.get(4):
             hint = (
-                ". No static background was divided out: raw patterns need theirs "
-                "(s.static_background, or static_background=... here), or remove it "
-                "first with s.remove_static_background(); processed patterns pass"
+                ". No static background was divided out: if these are raw patterns "
+                "with a strong detector background, give theirs (s.static_background, "
+                "or static_background=... here) or remove it first with "
+                "s.remove_static_background()"
             )
         warnings.warn(
             f"{sum(counts.values())} pattern(s) are not usable Kikuchi patterns ({what}) and "
@@ -388,12 +388,12 @@ def classify_structure(
         Whether to check, independently of the model, that each pattern is
         a usable Kikuchi pattern before classifying it (default True; see
         :func:`~kikuchipy_cnn.pattern_check.check_patterns`). Patterns that
-        are too small (shorter side < 32 px), blank, saturated, or show no
-        Kikuchi bands (noise, photographs, other images) get
-        ``phase_id = -1`` whatever the model says; the map's
+        are too small (shorter side < 32 px), blank, saturated, or not
+        Kikuchi patterns (noise, photographs, other images; a learned
+        check) get ``phase_id = -1`` whatever the model says; the map's
         ``"kikuchi_check"`` property gives the reason (0 passed, 1 too
-        small, 2 blank, 3 saturated, 4 no Kikuchi bands) and
-        ``"kikuchi_score"`` the band score (pass from 3.45).
+        small, 2 blank, 3 saturated, 4 not a Kikuchi pattern) and
+        ``"kikuchi_probability"`` the learned check's probability.
 
     Returns
     -------
@@ -405,8 +405,8 @@ def classify_structure(
         ``"crystal_system_score"``, ``"bravais_lattice_score"``,
         ``"laue_class_score"`` and each class's probability (see
         :func:`~kikuchipy_cnn.probabilities`), and ``"kikuchi_check"``,
-        ``"kikuchi_score"`` (see ``check``; NaN where masked or the check is
-        off). Masked, rejected by the check and unusable (NaN,
+        ``"kikuchi_probability"`` (see ``check``; NaN where masked or the
+        check is off). Masked, rejected by the check and unusable (NaN,
         infinite or constant) patterns have ``phase_id = -1`` and NaN
         properties.
     saliency
@@ -483,7 +483,7 @@ def classify_structure(
         phase_list,
     )
     xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
-    xmap.prop["kikuchi_score"] = check_out[xmap.is_in_data, 1]
+    xmap.prop["kikuchi_probability"] = check_out[xmap.is_in_data, 1]
     if check:
         _warn_rejected(check_out[:, 0], has_background=bg is not None)
     if return_saliency:

@@ -17,7 +17,7 @@ import numpy as np
 
 from kikuchipy_cnn.card import ModelCard, ModelCardError
 
-__all__ = ["InferenceSession", "choose_providers", "get_session"]
+__all__ = ["InferenceSession", "choose_providers", "get_session", "run_auxiliary"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -25,6 +25,7 @@ TENSORRT = "TensorrtExecutionProvider"
 
 _lock = threading.Lock()
 _sessions: dict[tuple, "InferenceSession"] = {}
+_auxiliary_sessions: dict[tuple, object] = {}  # small helper models (pattern check)
 _warned: set[str] = set()
 
 
@@ -278,7 +279,44 @@ def get_session(
     return session
 
 
+def _auxiliary_session(path: str, sha256: str, threads: int):
+    key = (path, sha256, threads)
+    with _lock:
+        session = _auxiliary_sessions.get(key)
+        if session is None:
+            import hashlib
+            from pathlib import Path
+
+            data = Path(path).read_bytes()
+            got = hashlib.sha256(data).hexdigest()
+            if got != sha256:
+                raise ModelCardError(
+                    f"The weights {path} have sha256 {got}, not the expected {sha256}: "
+                    "the file is damaged or was replaced; reinstall kikuchipy-cnn"
+                )
+            ort = _ort()
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(data, sess_options=opts, providers=[CPU])
+            _auxiliary_sessions[key] = session
+    return session
+
+
+def run_auxiliary(path, sha256: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Run a small auxiliary ONNX model (one input, one output; e.g. the
+    learned pattern check) on the CPU in batches; its weights are checked
+    against ``sha256`` when the session is created."""
+    session = _auxiliary_session(str(path), sha256, default_threads())
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: x[s : s + batch_size]})[0]
+             for s in range(0, x.shape[0], batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
+
+
 def clear_sessions():
     """Drop all cached sessions."""
     with _lock:
         _sessions.clear()
+        _auxiliary_sessions.clear()

@@ -78,11 +78,14 @@ def test_navigation_dimensions(tiny_model, nav):
     assert xmap.size == int(np.prod(nav))
 
 
-def test_single_480_float_pattern(tiny_model):
-    rng = np.random.default_rng(1)
-    s = kp.signals.EBSD(rng.random((480, 480)))
+def test_single_480_float_pattern(ni, tiny_model):
+    from scipy.ndimage import zoom
+
+    pattern = zoom(ni.data[1, 1].astype(np.float64), 8, order=1)  # one 480 x 480 float
+    s = kp.signals.EBSD(pattern + np.random.default_rng(1).random(pattern.shape))
     xmap = _classify(s, tiny_model)
     assert xmap.size == 1 and np.isfinite(xmap.scores).all()
+    assert xmap.prop["kikuchi_check"][0] == 0
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float64])

@@ -37,6 +37,9 @@ def test_wheel_contains_bundled_models(wheel):
         for f in ("card.yaml", "model.onnx", "test_input.npy", "test_output.npy"):
             assert f"kikuchipy_cnn/_models/{rel.as_posix()}/{f}" in names, f
     assert any(n.endswith("entry_points.txt") for n in names)
+    # the learned pattern check (not a structure model: no card.yaml)
+    for f in ("model.onnx", "check.json"):
+        assert f"kikuchipy_cnn/_models/kikuchi-check/{f}" in names, f
 
 
 def test_inference_never_imports_training_packages():
