@@ -465,7 +465,7 @@ def classify_structure(
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
-    out, check_out = out[:, :-2], out[:, -2:]  # pattern check: code, Kikuchi score
+    out, check_out = out[:, :-2], out[:, -2:]  # pattern check: code, probability
     probs, unusable = out[:, :-1], out[:, -1] == 1
     n_bad = int(unusable.sum())
     if n_bad:
