@@ -107,16 +107,19 @@ def _band_input(patterns, pcs, wavelength, card, static_background):
 KIKUCHIPY_DEFAULT_PC = (0.5, 0.5, 0.5)
 
 
-def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
+def detector_geometry(signal, nav_shape, pc=None) -> tuple[np.ndarray, float]:
     """Pattern centre of every pattern ``(n, 3)`` (Bruker convention, from
-    ``signal.detector``) and the electron wavelength (Å) from the beam energy
-    in the signal's metadata (20 kV, with a warning, when it is missing).
+    ``signal.detector``, or ``pc`` when given: ``(n, 3)``, already validated
+    by :func:`validate_pc`) and the electron wavelength (Å) from the beam
+    energy in the signal's metadata (20 kV, with a warning, when it is missing).
 
     Warns when the detector carries kikuchipy's default pattern centre, which is
     almost never the real one: band models need the true geometry."""
     from kikuchipy_cnn.bands import electron_wavelength
 
     n = int(np.prod(nav_shape)) if nav_shape else 1
+    if pc is not None:
+        return np.asarray(pc, np.float64).reshape(n, 3), electron_wavelength(_beam_energy(signal))
     det = signal.detector
     sig_shape = tuple(signal.axes_manager.signal_shape[::-1])
     if tuple(det.shape) != sig_shape:
@@ -142,6 +145,11 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
             UserWarning,
             stacklevel=3,
         )
+    return pc, electron_wavelength(_beam_energy(signal))
+
+
+def _beam_energy(signal) -> float:
+    """The beam energy (kV) in the signal's metadata, or 20 kV with a warning."""
     energy = None
     try:
         energy = float(signal.metadata.Acquisition_instrument.SEM.beam_energy)
@@ -153,10 +161,82 @@ def detector_geometry(signal, nav_shape) -> tuple[np.ndarray, float]:
             "kV): assuming 20 kV. Set it with "
             "s.metadata.set_item('Acquisition_instrument.SEM.beam_energy', 20.0)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         energy = 20.0
-    return pc, electron_wavelength(energy)
+    return energy
+
+
+#: ``pc`` values of :func:`classify_structure` that are not numbers
+PC_MODES = ("estimate", "check")
+
+
+def validate_pc(pc, nav_shape) -> str | np.ndarray | None:
+    """Return ``pc`` of :func:`classify_structure` checked: None, one of
+    :data:`PC_MODES`, or the pattern centre of every pattern ``(n, 3)``
+    (Bruker convention) from one ``(PCx, PCy, PCz)`` or one per pattern
+    (navigation shape + ``(3,)`` or ``(n, 3)``)."""
+    if pc is None:
+        return None
+    if isinstance(pc, str):
+        if pc not in PC_MODES:
+            raise ValueError(
+                f"pc must be None, 'estimate', 'check' or (PCx, PCy, PCz), not {pc!r}"
+            )
+        return pc
+    n = int(np.prod(nav_shape)) if nav_shape else 1
+    try:
+        arr = np.asarray(pc, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"pc must be None, 'estimate', 'check' or numbers (PCx, PCy, PCz), not {pc!r}"
+        ) from None
+    if arr.shape == (3,):
+        arr = np.broadcast_to(arr, (n, 3))
+    elif arr.shape in ((n, 3), tuple(nav_shape) + (3,)):
+        arr = arr.reshape(n, 3)
+    else:
+        raise ValueError(
+            f"pc has shape {arr.shape}: give one pattern centre (PCx, PCy, PCz) or one per "
+            f"pattern, of shape {tuple(nav_shape) + (3,)} or ({n}, 3)"
+        )
+    if not np.isfinite(arr).all() or (arr[:, 2] <= 0).any():
+        raise ValueError(
+            "pc must be finite with PCz > 0 (Bruker convention: PCx from the left / width, "
+            "PCy from the top / height, PCz / height)"
+        )
+    return arr.copy()
+
+
+def _pc_for_band_model(signal, pc, static_background, verbose) -> tuple[np.ndarray | None, object]:
+    """The PC override for a band model and the :class:`PCEstimate` behind it:
+    ``pc`` itself, the estimate (``"estimate"``), or None (the detector's;
+    ``"check"`` first warns if it disagrees with the bands)."""
+    from kikuchipy_cnn.pc_estimation import check_detector, estimate_pc
+
+    if pc is None or isinstance(pc, np.ndarray):
+        return pc, None
+    if pc == "check":
+        return None, check_detector(signal, static_background=static_background)
+    try:
+        est = estimate_pc(signal, static_background=static_background)
+    except ValueError as e:
+        raise ValueError(
+            f"The pattern centre could not be estimated from the patterns: {e}. Give it instead "
+            "with pc=(PCx, PCy, PCz) or s.detector.pc = (PCx, PCy, PCz) (Bruker convention; "
+            "command line: kikuchipy-cnn classify --pc PCX PCY PCZ), or start the estimate "
+            "closer to the truth by setting s.detector.pc"
+        ) from e
+    if verbose:
+        print(f"  Pattern centre: {_format_estimate(est)}")
+    return est.pc_per_pattern, est
+
+
+def _format_estimate(est) -> str:
+    pc = ", ".join(f"{v:.4f}" for v in est.pc)
+    sd = ", ".join(f"{v:.4f}" for v in est.uncertainty)
+    return (f"(PCx, PCy, PCz) = ({pc}) +- ({sd}) estimated from {est.n_patterns_used} "
+            f"pattern(s) ({est.lattice} lattice; start {', '.join(f'{v:.4f}' for v in est.pc0)})")
 
 
 def _warn_rejected(codes: np.ndarray, has_background: bool = True) -> None:
@@ -332,6 +412,7 @@ def classify_structure(
     return_saliency: bool = False,
     phase_list: "PhaseList | None" = None,
     check: bool = True,
+    pc: "str | tuple[float, float, float] | np.ndarray | None" = None,
 ) -> CrystalMap | tuple[CrystalMap, "EBSDSaliency"]:
     r"""Classify the crystal structure of every pattern with a CNN.
 
@@ -394,6 +475,23 @@ def classify_structure(
         ``"kikuchi_check"`` property gives the reason (0 passed, 1 too
         small, 2 blank, 3 saturated, 4 not a Kikuchi pattern) and
         ``"kikuchi_probability"`` the learned check's probability.
+    pc
+        Pattern centre for band models (cards with ``input.kind: bands``,
+        e.g. ``"kcnn-bands-mlp"``), Bruker convention. None (default): the
+        signal's ``s.detector.pc``. ``(PCx, PCy, PCz)``, or one per pattern
+        (navigation shape + ``(3,)``, e.g. ``PCEstimate.pc_per_pattern``):
+        used instead of the detector's; the signal is not changed.
+        ``"estimate"``: estimated from the patterns first with
+        :func:`~kikuchipy_cnn.estimate_pc` (default settings, started at the
+        detector's PC, which should be within ~0.05 of the truth; the mask is
+        not applied to it), printed with its uncertainty when ``verbose``,
+        and kept on the map (see Returns); a ValueError when the patterns do
+        not constrain it. For other settings call ``estimate_pc()`` and pass
+        its ``pc_per_pattern`` here. ``"check"``: the detector's PC, after
+        :func:`~kikuchipy_cnn.pc_estimation.check_detector` warns if it is
+        kikuchipy's default or disagrees with the bands (this runs the
+        estimate too). Pixel models do not use a PC: any value other than
+        None is ignored with a warning.
 
     Returns
     -------
@@ -409,6 +507,13 @@ def classify_structure(
         check is off). Masked, rejected by the check and unusable (NaN,
         infinite or constant) patterns have ``phase_id = -1`` and NaN
         properties.
+        With ``pc="estimate"`` the map also has properties ``"pcx"``,
+        ``"pcy"``, ``"pcz"`` (the estimated PC of each pattern, saved with the
+        map) and the attribute ``xmap.pc_estimate`` (the
+        :class:`~kikuchipy_cnn.PCEstimate` with the uncertainty and
+        diagnostics; on this object only: orix's CrystalMap has no metadata
+        that is saved or kept by slicing); with ``pc="check"``,
+        ``xmap.pc_estimate`` is the check's estimate.
     saliency
         Heatmaps, returned if ``return_saliency=True``.
 
@@ -445,6 +550,15 @@ def classify_structure(
         from kikuchipy_cnn.crystal_map import candidate_columns
 
         candidate_columns(phase_list, card.classes)  # validate before the work
+    pc = validate_pc(pc, nav_shape)
+    if pc is not None and card.input_kind != "bands":
+        warnings.warn(
+            f"pc is ignored: model {card.name!r} classifies the pixels and does not use the "
+            "pattern centre (only band models, e.g. 'kcnn-bands-mlp', do); leave pc=None",
+            UserWarning,
+            stacklevel=2,
+        )
+        pc = None
     n = int(np.prod(nav_shape)) if nav_shape else 1
     n_used = n - (int(mask.sum()) if mask is not None else 0)
     if verbose:
@@ -454,11 +568,12 @@ def classify_structure(
             f"  Execution provider: {session.provider}\n"
             f"Classifying {n_used} pattern(s)"
         )
-    t0 = time.perf_counter()
-    geometry = {}
+    geometry, estimate = {}, None
     if card.input_kind == "bands":
-        pcs, wavelength = detector_geometry(signal, nav_shape)
+        pc, estimate = _pc_for_band_model(signal, pc, bg, verbose)
+        pcs, wavelength = detector_geometry(signal, nav_shape, pc)
         geometry = {"per_pattern": pcs, "wavelength": wavelength}
+    t0 = time.perf_counter()
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
         (len(card.classes) + 3,), check=bool(check), **geometry,
@@ -486,6 +601,11 @@ def classify_structure(
     xmap.prop["kikuchi_probability"] = check_out[xmap.is_in_data, 1]
     if check:
         _warn_rejected(check_out[:, 0], has_background=bg is not None)
+    if estimate is not None:
+        if isinstance(pc, np.ndarray):  # "estimate": the PC used
+            for j, name in enumerate(("pcx", "pcy", "pcz")):
+                xmap.prop[name] = pc[xmap.is_in_data, j]
+        xmap.pc_estimate = estimate
     if return_saliency:
         from kikuchipy_cnn.saliency import get_saliency
 

@@ -76,23 +76,39 @@ def _classify(args):
     from kikuchipy_cnn.io import check_output, save_crystal_map
 
     # Every check that can fail comes before loading and classifying
+    pc = parse_pc(args.pc)
     out = check_output(args.output, overwrite=args.overwrite, inputs=[args.input])
     s = kp.load(args.input, lazy=args.lazy)
     if not isinstance(s, EBSD):
         raise TypeError(f"{args.input} does not hold EBSD patterns (it loaded as {type(s).__name__})")
-    if args.pc is not None:  # on the loaded signal only; the file is not touched
-        s.detector.pc = tuple(args.pc)
-    if args.beam_energy is not None:
+    if args.beam_energy is not None:  # on the loaded signal only; the file is not touched
         s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", float(args.beam_energy))
     xmap = s.classify_structure(
         model=args.model, min_score=args.min_score, show_progressbar=not args.quiet,
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet else 1, pc=pc,
     )
     written = save_crystal_map(xmap, out, overwrite=args.overwrite, inputs=[args.input])
     if not args.quiet:
         print(xmap)
         print("Wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def parse_pc(values: list[str] | None) -> str | tuple[float, float, float] | None:
+    """``--pc`` as ``classify_structure(pc=...)`` takes it: three numbers,
+    ``estimate`` or ``check``."""
+    if values is None:
+        return None
+    if len(values) == 1 and values[0] in ("estimate", "check"):
+        return values[0]
+    try:
+        if len(values) == 3:
+            return tuple(float(v) for v in values)
+    except ValueError:
+        pass
+    raise ValueError(
+        f"--pc takes three numbers PCX PCY PCZ, 'estimate' or 'check', not {' '.join(values)!r}"
+    )
 
 
 _MODEL_HELP = (
@@ -153,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--min-score", type=float, default=None, help=_MIN_SCORE_HELP)
     p.add_argument(
-        "--pc", type=float, nargs=3, metavar=("PCX", "PCY", "PCZ"), default=None,
-        help="pattern centre of every pattern in the Bruker convention (PCx from the "
-        "left / width, PCy from the top / height, PCz / height), replacing the file's; "
-        "band models (e.g. kcnn-bands-mlp) need the true one, pixel models ignore it",
+        "--pc", nargs="+", metavar="PC", default=None,
+        help="PCX PCY PCZ: pattern centre of every pattern in the Bruker convention (PCx "
+        "from the left / width, PCy from the top / height, PCz / height), replacing the "
+        "file's; 'estimate': estimated from the patterns, started at the file's (printed "
+        "with its uncertainty; the map keeps it as properties pcx, pcy, pcz); 'check': the "
+        "file's, with a warning if the bands disagree. Band models (e.g. kcnn-bands-mlp) "
+        "need the true one; pixel models ignore it (with a warning)",
     )
     p.add_argument(
         "--beam-energy", type=float, default=None, metavar="KV",

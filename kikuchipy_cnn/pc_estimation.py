@@ -55,7 +55,7 @@ import numpy as np
 from kikuchipy_cnn.bands import change_pc, detect_bands, electron_wavelength, pc_map
 from kikuchipy_cnn.lattice import _quiet_spglib, reconstruct_lattice
 
-__all__ = ["PCEstimate", "estimate_pc"]
+__all__ = ["PCEstimate", "check_detector", "estimate_pc"]
 
 #: Largest relative metric tolerance at which a pattern's lattice symmetry is
 #: looked for at the starting PC (a PC error of 0.05 shears a metric by ~5 %).
@@ -97,6 +97,11 @@ START_SPREAD = 0.03
 #: 9 patterns the mean error fell from 0.0055 to 0.0045 against "linear").
 BAND_LOSS = "soft_l1"
 BAND_SCALE = np.deg2rad(0.5)
+
+#: Smallest disagreement (any coordinate) between the detector's PC and the
+#: estimate started there that :func:`check_detector` reports, whatever the
+#: uncertainty (the estimate's errors on dynamical scans reach ~0.01).
+CHECK_TOLERANCE = 0.02
 
 #: Rounds of detect -> index -> optimise.
 ROUNDS = 3
@@ -709,3 +714,84 @@ def estimate_pc(patterns, pc0=None, beam_energy: float | None = None, static_bac
                       rms_angle=fit.get("rms_angle", float("nan")), uncertainty_method=method, used=used,
                       history=history, gradient=x[3:].reshape(3, 2) if len(x) > 3 else None,
                       gradient_uncertainty=sd[3:].reshape(3, 2) if len(x) > 3 else None)
+
+
+def check_detector(signal, static_background="auto", tolerance: float = CHECK_TOLERANCE,
+                   n_sigma: float = 3.0, **kwargs) -> PCEstimate | None:
+    """Warn when a signal's detector geometry is kikuchipy's default or
+    disagrees with the bands.
+
+    Runs :func:`estimate_pc` from the detector's pattern centre (seconds for
+    a scan; at most ``max_patterns`` patterns) and warns (RuntimeWarning,
+    naming the fix) when
+
+    - the detector has kikuchipy's default PC ``(0.5, 0.5, 0.5)``, or
+    - the estimate lands more than ``max(tolerance, n_sigma x uncertainty)``
+      from the detector's PC in any coordinate (e.g. a file read with the
+      wrong PC convention), or
+    - the patterns do not constrain the PC, so that it could not be checked.
+
+    Parameters
+    ----------
+    signal
+        kikuchipy ``EBSD`` signal; not modified.
+    static_background
+        As in :func:`estimate_pc`.
+    tolerance
+        Smallest reported disagreement (fraction of the detector).
+    n_sigma
+        Disagreements within this many standard deviations of the estimate
+        are not reported.
+    **kwargs
+        Passed to :func:`estimate_pc` (e.g. ``max_patterns``); not ``pc0``.
+
+    Returns
+    -------
+    PCEstimate or None
+        The estimate from the detector's PC, None when it was refused.
+    """
+    import warnings
+
+    from kikuchipy_cnn.classify import KIKUCHIPY_DEFAULT_PC
+
+    if not hasattr(signal, "detector") or not hasattr(signal, "axes_manager"):
+        raise TypeError(f"check_detector needs a kikuchipy EBSD signal, not {type(signal).__name__}")
+    if "pc0" in kwargs:
+        raise ValueError("check_detector starts at the signal's detector PC: do not give pc0")
+    if tolerance < 0 or n_sigma < 0:
+        raise ValueError(f"tolerance and n_sigma must be >= 0, not {tolerance} and {n_sigma}")
+    pc_det = np.asarray(signal.detector.pc, np.float64).reshape(-1, 3)
+    default = bool(np.allclose(pc_det, KIKUCHIPY_DEFAULT_PC))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*default pattern centre", category=UserWarning)
+        try:
+            est, reason = estimate_pc(signal, static_background=static_background, **kwargs), ""
+        except ValueError as e:
+            est, reason = None, str(e)
+    fix = ("set s.detector.pc = (PCx, PCy, PCz) to the true one (Bruker convention; "
+           "kikuchipy.detectors.EBSDDetector converts TSL, Oxford and EMsoft values), or classify "
+           "with pc='estimate'")
+    found = "" if est is None else f"; the bands give {_format_pc(est.pc, est.uncertainty)}"
+    if default:
+        warnings.warn(f"The signal's detector has kikuchipy's default pattern centre (0.5, 0.5, 0.5), "
+                      f"almost never the real one{found}: {fix}", RuntimeWarning, stacklevel=2)
+    elif est is None:
+        warnings.warn(f"The detector's pattern centre could not be checked against the bands: {reason}",
+                      RuntimeWarning, stacklevel=2)
+    else:
+        diff = np.abs(est.pc - est.pc0)
+        limit = np.maximum(tolerance, n_sigma * est.uncertainty)
+        if np.any(diff > limit):
+            warnings.warn(
+                f"The detector's pattern centre {_format_pc(est.pc0)} disagrees with the bands, which "
+                f"give {_format_pc(est.pc, est.uncertainty)} from {est.n_patterns_used} pattern(s) "
+                f"({est.lattice} lattice; differences {_format_pc(est.pc - est.pc0)} exceed "
+                f"max({tolerance}, {n_sigma:g} x uncertainty)). A file read with the wrong PC "
+                f"convention or a wrong detector does this: {fix}",
+                RuntimeWarning, stacklevel=2)
+    return est
+
+
+def _format_pc(pc, sd=None) -> str:
+    text = "(" + ", ".join(f"{v:.4f}" for v in pc) + ")"
+    return text if sd is None else text + " +- (" + ", ".join(f"{v:.4f}" for v in sd) + ")"

@@ -72,3 +72,95 @@ def test_saliency_of_a_band_model_is_refused_before_the_work(ni, tiny_band_card_
         ni.classify_structure(model=card, verbose=0, return_saliency=True)
     with pytest.raises(ValueError, match="does not support saliency"):
         ni.get_saliency(model=card, show_progressbar=False)
+
+
+# pc= of classify_structure: an override, "estimate", "check"
+
+PC_TRUTH = np.array([0.48, 0.27, 0.58])
+
+
+def test_pc_override_equals_setting_the_detector_and_leaves_the_signal(ni, tiny_band_card_path):
+    card = ModelCard.from_file(tiny_band_card_path)
+    pc = (0.44, 0.23, 0.52)
+    before = ni.detector.pc.copy()
+    xmap = ni.classify_structure(model=card, verbose=0, min_score=0, pc=pc)
+    assert np.array_equal(ni.detector.pc, before)
+    s2 = ni.deepcopy()
+    s2.detector.pc = pc
+    ref = s2.classify_structure(model=card, verbose=0, min_score=0)
+    np.testing.assert_array_equal(xmap.scores, ref.scores)
+    assert not np.allclose(xmap.scores, ni.classify_structure(model=card, verbose=0, min_score=0).scores)
+    per_pattern = np.broadcast_to(pc, (3, 3, 3))  # navigation shape + (3,)
+    np.testing.assert_array_equal(
+        ni.classify_structure(model=card, verbose=0, min_score=0, pc=per_pattern).scores, ref.scores)
+    assert not hasattr(xmap, "pc_estimate") and "pcx" not in xmap.prop
+
+
+@pytest.mark.parametrize("pc, match", [("estimated", "'estimate', 'check'"), ((0.5, 0.3), "shape"),
+                                       ((0.5, 0.3, 0.0), "PCz > 0"), ((0.5, np.nan, 0.6), "finite")])
+def test_bad_pc_is_refused_before_the_work(ni, tiny_band_card_path, pc, match):
+    card = ModelCard.from_file(tiny_band_card_path)
+    with pytest.raises(ValueError, match=match):
+        ni.classify_structure(model=card, verbose=0, pc=pc)
+
+
+def test_pc_is_ignored_with_a_warning_by_pixel_models(ni, tiny_card_path):
+    card = ModelCard.from_file(tiny_card_path)
+    ref = ni.classify_structure(model=card, verbose=0, min_score=0)
+    with pytest.warns(UserWarning, match="pc is ignored"):
+        xmap = ni.classify_structure(model=card, verbose=0, min_score=0, pc="estimate")
+    np.testing.assert_array_equal(xmap.scores, ref.scores)
+    assert not hasattr(xmap, "pc_estimate")
+
+
+def test_refused_estimate_names_the_fix(tiny_band_card_path):
+    card = ModelCard.from_file(tiny_band_card_path)
+    rng = np.random.default_rng(4)
+    s = kp.signals.EBSD(rng.poisson(100, size=(3, 80, 80)).astype(np.float32))
+    s.detector = kp.detectors.EBSDDetector(shape=(80, 80), pc=(0.5, 0.3, 0.6), sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    with pytest.raises(ValueError, match=r"could not be estimated.*pc=\(PCx, PCy, PCz\)"):
+        s.classify_structure(model=card, verbose=0, pc="estimate")
+
+
+@pytest.fixture(scope="module")
+def dynamical_scan():
+    """Six dynamical Ni patterns (2 x 3 scan, 120 px) seen with PC_TRUTH; the
+    detector carries PC_TRUTH + (0.02, -0.015, 0.015) (0.029 off)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from pc_estimation import dynamical_ni
+
+    pats = dynamical_ni(6, 120, PC_TRUTH, np.random.default_rng(5))
+    s = kp.signals.EBSD(pats.reshape(2, 3, 120, 120))
+    s.detector = kp.detectors.EBSDDetector(shape=(120, 120), pc=PC_TRUTH + [0.02, -0.015, 0.015],
+                                           sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    return s
+
+
+def test_estimated_pc_classifies_as_the_true_pc(dynamical_scan, capsys):
+    s = dynamical_scan
+    data, pc0 = s.data.copy(), s.detector.pc.copy()
+    kw = dict(model="kcnn-bands-mlp", min_score=0, show_progressbar=False, check=False)
+    true = s.classify_structure(pc=tuple(PC_TRUTH), verbose=0, **kw)
+    est = s.classify_structure(pc="estimate", verbose=1, **kw)
+    assert np.array_equal(s.data, data) and np.array_equal(s.detector.pc, pc0)  # signal unchanged
+    e = est.pc_estimate
+    assert np.abs(e.pc - PC_TRUTH).max() <= 0.01 and e.lattice == "cF"
+    assert "Pattern centre: (PCx, PCy, PCz) = (" in capsys.readouterr().out
+    got = np.column_stack([est.prop["pcx"], est.prop["pcy"], est.prop["pcz"]])
+    np.testing.assert_allclose(got, e.pc_per_pattern)
+    np.testing.assert_array_equal(est.phase_id, true.phase_id)
+    # the map is what the estimated PC given as an override gives
+    again = s.classify_structure(pc=e.pc_per_pattern, verbose=0, **kw)
+    np.testing.assert_array_equal(again.scores, est.scores)
+
+
+def test_pc_check_warns_when_the_pc_cannot_be_checked(ni, tiny_band_card_path):
+    card = ModelCard.from_file(tiny_band_card_path)
+    with pytest.warns(RuntimeWarning, match="could not be checked"):
+        xmap = ni.classify_structure(model=card, verbose=0, min_score=0, pc="check")
+    np.testing.assert_array_equal(xmap.scores, ni.classify_structure(model=card, verbose=0, min_score=0).scores)

@@ -205,3 +205,41 @@ def test_classify_takes_the_geometry_for_band_models(tmp_path, tiny_band_card_pa
     assert rc == 0
     assert md5(src) == before  # the geometry is set on the loaded signal, not in the file
     assert not np.allclose(io.load(tmp_path / "a.h5").prop["scores"], io.load(tmp_path / "b.h5").prop["scores"])
+
+
+def test_pc_option_takes_numbers_estimate_or_check():
+    import pytest
+
+    from kikuchipy_cnn.cli import build_parser, parse_pc
+
+    assert parse_pc(None) is None
+    assert parse_pc(["0.4", "0.2", "0.5"]) == (0.4, 0.2, 0.5)
+    assert parse_pc(["estimate"]) == "estimate" and parse_pc(["check"]) == "check"
+    for bad in (["estimated"], ["0.4", "0.2"], ["0.4", "x", "0.5"]):
+        with pytest.raises(ValueError, match="--pc takes three numbers"):
+            parse_pc(bad)
+    args = build_parser().parse_args(["classify", "in.h5", "-o", "o.h5", "--pc", "estimate"])
+    assert args.pc == ["estimate"]
+
+
+def test_classify_estimates_the_pc(tmp_path, capsys):
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from pc_estimation import dynamical_ni
+
+    truth = np.array([0.48, 0.27, 0.58])
+    s = kp.signals.EBSD(dynamical_ni(6, 120, truth, np.random.default_rng(5)).reshape(2, 3, 120, 120))
+    s.detector = kp.detectors.EBSDDetector(shape=(120, 120), pc=truth + [0.02, -0.015, 0.015], sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    src = tmp_path / "scan.h5"
+    s.save(src)
+    assert main(["classify", str(src), "-o", str(tmp_path / "m.h5"), "--model", "kcnn-bands-mlp",
+                 "--pc", "estimate"]) == 0
+    assert "Pattern centre: (PCx, PCy, PCz) = (" in capsys.readouterr().out
+    xmap = io.load(tmp_path / "m.h5")
+    pc = np.column_stack([xmap.prop["pcx"], xmap.prop["pcy"], xmap.prop["pcz"]])
+    assert pc.shape == (6, 3) and np.abs(pc - truth).max() <= 0.01
+    # bad values fail before the file is read
+    assert main(["classify", str(tmp_path / "absent.h5"), "-o", str(tmp_path / "n.h5"), "--pc", "est"]) == 1
+    assert "--pc takes three numbers" in capsys.readouterr().err
