@@ -178,3 +178,61 @@ def test_max_patterns_uses_a_spread_subset_of_a_lazy_signal(ni_scan):
     e = kikuchipy_cnn.estimate_pc(s, max_patterns=3)
     assert not e.used[[1, 3, 4]].any() and 1 <= e.n_patterns_used <= 3
     assert np.linalg.norm(e.pc - TRUTH) < np.linalg.norm(e.pc0 - TRUTH)
+
+
+def _scan_signal(patterns, pc):
+    import kikuchipy as kp
+
+    s = kp.signals.EBSD(patterns.reshape(2, 3, *SHAPE).copy())
+    s.detector = kp.detectors.EBSDDetector(shape=SHAPE, pc=pc, sample_tilt=70)
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    return s
+
+
+def test_check_detector_flags_a_pc_the_bands_disagree_with(ni_scan):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        e = pe.check_detector(_scan_signal(ni_scan, TRUTH))  # consistent: silent
+    assert np.abs(e.pc - TRUTH).max() < 0.01
+    wrong = TRUTH + [0.04, 0.0, 0.0]
+    s = _scan_signal(ni_scan, wrong)
+    with pytest.warns(RuntimeWarning, match="disagrees with the bands.*set s.detector.pc"):
+        e = pe.check_detector(s)
+    assert np.array_equal(s.detector.pc.reshape(-1, 3)[0], wrong)  # not changed
+    assert abs(e.pc[0] - TRUTH[0]) < 0.01
+
+
+def test_check_detector_flags_the_default_pc_and_validates():
+    import kikuchipy as kp
+
+    s = kp.signals.EBSD(kp.data.nickel_ebsd_small().data.astype(np.float32))
+    with pytest.warns(RuntimeWarning, match="default pattern centre.*set s.detector.pc"):
+        pe.check_detector(s, static_background=None)
+    with pytest.raises(ValueError, match="pc0"):
+        pe.check_detector(s, pc0=TRUTH)
+    with pytest.raises(TypeError, match="EBSD signal"):
+        pe.check_detector(np.zeros((60, 60)))
+
+
+def test_check_detector_on_emsoft_ni_loaded_with_the_wrong_pcx():
+    """EBSD_TEST_Ni.h5 loads with PCx 0.46875 (EMsoft 5 sign on an EMsoft 4
+    file); detectors.tsv has the truth, 0.53125."""
+    import warnings
+
+    import kikuchipy as kp
+    from conftest import shared_data_dir
+
+    path = shared_data_dir() / "kp_emsoft_ni_sim" / "EBSD_TEST_Ni.h5"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    s = kp.load(path)
+    assert abs(s.detector.pc[..., 0].ravel()[0] - 0.46875) < 1e-6
+    with pytest.warns(RuntimeWarning, match="disagrees with the bands"):
+        e = pe.check_detector(s)
+    assert abs(e.pc[0] - 0.53125) < 0.01
+    s.detector.pc = (0.53125, 0.45833, 0.625)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pe.check_detector(s)
