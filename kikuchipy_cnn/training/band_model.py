@@ -31,6 +31,7 @@ import numpy as np
 from kikuchipy_cnn.bands import BandSet, pixel_angle
 from kikuchipy_cnn.features import FEATURE_VERSION, band_features, feature_names
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
+from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
 __all__ = ["featurize", "load_features", "train", "export"]
 
@@ -101,18 +102,6 @@ def _levels_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
         truth = np.array([names.index(joint_class_info(JOINT_CLASSES[i])[level]) for i in labels])
         out[level] = float((p.argmax(1) == truth).mean())
     return out
-
-
-def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    conf = probs.max(1)
-    right = probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    e = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            e += m.mean() * abs(right[m].mean() - conf[m].mean())
-    return float(e)
 
 
 #: Feature groups by name prefix (for ablations)
@@ -195,7 +184,7 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     def evaluate(d, name):
         with torch.no_grad():
             p = torch.softmax(model(t(d["features"])) / T, 1).numpy()
-        res = {"n": int(len(p)), "accuracy": _levels_accuracy(p, d["label"]), "ece_joint": _ece(p, d["label"])}
+        res = {"n": int(len(p)), "accuracy": _levels_accuracy(p, d["label"]), "ece_joint": expected_calibration_error(p, d["label"])}
         by = {}
         for src in np.unique(d["source"]):
             m = d["source"] == src
