@@ -13,7 +13,7 @@ from kikuchipy_cnn.crystal_map import labels, probabilities
 from kikuchipy_cnn.hookspecs import hookimpl
 from kikuchipy_cnn.plotting import format_summary, plot_maps, summary
 from kikuchipy_cnn.indexing import index_phases
-from kikuchipy_cnn.pc_estimation import PCEstimate, estimate_pc
+from kikuchipy_cnn.pc_estimation import PCEstimate, check_detector, estimate_pc
 from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.saliency import get_saliency
 from kikuchipy_cnn.registry import (
@@ -41,6 +41,7 @@ __all__ = [
     "UnknownModelError",
     "WeightsError",
     "classify_structure",
+    "check_detector",
     "estimate_pc",
     "format_summary",
     "get_model",
