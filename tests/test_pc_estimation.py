@@ -74,23 +74,24 @@ def test_wrong_pc_keeps_a_lattice_but_breaks_its_symmetry():
     assert pe._rms(pe.asymmetry(lat, rot, SHAPE, lat.pc_ref)) > 0.01
 
 
+def _perfect_terms(seed: int, n: int, start):
+    """Fit terms of ``n`` fcc lattices seen at ``start`` while the truth is TRUTH."""
+    rng = np.random.default_rng(seed)
+    lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(n)]
+    return [(lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), np.zeros(2)), i)
+            for i, lat in enumerate(lats)]
+
+
 def test_fit_recovers_the_pc_from_perfect_lattices():
-    rng = np.random.default_rng(3)
     start = TRUTH + [0.03, 0.02, -0.03]
-    lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(3)]
-    terms = [(lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), np.zeros(2)), i)
-             for i, lat in enumerate(lats)]
+    terms = _perfect_terms(3, 3, start)
     pc, resid, _ = pe._fit_pc(terms, SHAPE, start)
     np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
     assert pe._rms(resid) < 1e-8
 
 
 def test_band_refinement_recovers_the_pc_from_perfect_bands():
-    rng = np.random.default_rng(6)
-    start = TRUTH + [0.03, 0.02, -0.03]
-    lats = [_seen_with(_fcc_primitive(rng), TRUTH, start) for _ in range(2)]
-    terms = [(lat, lat.candidates["cF"], pe._PatternPC(np.zeros(3), np.zeros(2)), i)
-             for i, lat in enumerate(lats)]
+    terms = _perfect_terms(6, 2, TRUTH + [0.03, 0.02, -0.03])
     pc, cov, rms = pe.refine_bands(terms, SHAPE, TRUTH + [0.005, -0.005, 0.005])
     np.testing.assert_allclose(pc, TRUTH, atol=1e-6)
     assert rms < 1e-7 and np.all(np.diag(cov) < 1e-10)
