@@ -137,10 +137,9 @@ def check_input(patterns: np.ndarray, static_background=None) -> np.ndarray:
 
 def check_rules(
     patterns: np.ndarray, static_background: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The check's rules without the band test: codes 0 (passes), 1 (too
-    small), 2 (blank) and 3 (saturated) per pattern ``(n,)`` int8; and the
-    flat-fielded patterns at :data:`GRID` with their relative contrast."""
+) -> np.ndarray:
+    """The check's rules, before the learned check: codes 0 (passes), 1
+    (too small), 2 (blank) and 3 (saturated) per pattern, ``(n,)`` int8."""
     patterns = np.asarray(patterns)
     if patterns.ndim == 2:
         patterns = patterns[None]
@@ -150,7 +149,7 @@ def check_rules(
     code = np.zeros(n, dtype=np.int8)
     if min(patterns.shape[1:]) < MIN_SIDE:
         code[:] = 1
-        return code, None, None
+        return code
     flat = patterns.reshape(n, -1)
     with np.errstate(invalid="ignore", over="ignore"):
         if np.issubdtype(patterns.dtype, np.floating):
@@ -161,11 +160,11 @@ def check_rules(
         hi = x.reshape(n, -1).max(axis=1)
         lo = x.reshape(n, -1).min(axis=1)
         saturated = (x.reshape(n, -1) == hi[:, None]).mean(axis=1) >= MAX_SATURATED
-        r, contrast = _flat_field(x, static_background)
+        _, contrast = _flat_field(x, static_background)
     blank = ~finite | (hi <= lo) | ~(contrast >= MIN_CONTRAST)
     code[saturated] = 3
     code[blank] = 2
-    return code, r, contrast
+    return code
 
 
 def check_patterns(
@@ -205,7 +204,7 @@ def check_patterns(
     >>> check_patterns(np.random.default_rng(0).random((60, 60)))[0].tolist()
     [4]
     """
-    code, _, _ = check_rules(patterns, static_background)
+    code = check_rules(patterns, static_background)
     prob = np.full(code.shape, np.nan, dtype=np.float32)
     rest = np.flatnonzero(code == 0)
     if rest.size:

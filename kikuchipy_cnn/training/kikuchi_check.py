@@ -76,7 +76,7 @@ def positives(n: int, seed: int, split: str = "train", directory=None):
                 x = np.concatenate([check_input(r[None], g) for r, g in zip(raw, bgs)])
             else:
                 x = check_input(raw, bg)
-            keep = check_rules(raw, None)[0] == 0
+            keep = check_rules(raw) == 0
             xs.append(x[keep])
         n_done += k
         b += 1
@@ -122,7 +122,7 @@ def negatives(rounds: int, seed: int, directory=None):
     gen = non_kikuchi(seed, rounds, photos="train", kikuchi=_training_kikuchi(directory),
                       size=_train_size)
     for kind, img in gen:
-        if min(img.shape) < 2 or check_rules(img[None], None)[0][0] != 0:
+        if min(img.shape) < 2 or check_rules(img[None])[0] != 0:
             continue
         xs.append(check_input(img[None]))
         kinds.append(kind)
