@@ -95,7 +95,7 @@ def _band_input(patterns, pcs, wavelength, card, static_background):
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(x).all(axis=(1, 2)) & (np.ptp(x, axis=(1, 2)) > 0)
     if static_background is not None:
-        x /= static_background_divisor(static_background)
+        x /= static_background_divisor(static_background, x.shape[-2:])
     feats = np.zeros((len(x), card.input_shape[1]), dtype=np.float32)
     if valid.any():
         bands = detect_bands(x[valid], pcs[valid], n_bands=card.band_settings["n_bands"])

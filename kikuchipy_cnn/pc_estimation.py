@@ -606,7 +606,7 @@ def _input(patterns, pc0, beam_energy, static_background, max_patterns):
         positions = None
         wavelength = electron_wavelength(20.0 if beam_energy is None else beam_energy)
     if bg is not None:
-        data /= static_background_divisor(np.asarray(bg))
+        data /= static_background_divisor(bg, data.shape[-2:])
     return data, keep, pcs, positions, wavelength
 
 

@@ -79,6 +79,8 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
         )
     if not 0 < clip < 1:
         raise ValueError(f"clip must lie in (0, 1), not {clip}")
+    if not (np.isfinite(tempering) and tempering >= 0):
+        raise ValueError(f"tempering must be a finite number >= 0, not {tempering}")
     ok = np.isfinite(probs).all(axis=1) & (groups >= 0)
     labels, inverse = np.unique(groups[ok], return_inverse=True)
     logp = np.log(np.clip(probs[ok], clip, 1.0))

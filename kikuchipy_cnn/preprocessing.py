@@ -160,12 +160,28 @@ def _mask_norm(size: int, circular: bool, sigma: float) -> tuple:
     return maskf, norm
 
 
-def static_background_divisor(static_background) -> np.ndarray:
+def static_background_divisor(static_background, shape=None) -> np.ndarray:
     """The array raw patterns are divided by to remove a static background:
     the background normalised to mean 1, floored at 0.01. Pixel preprocessing,
-    the pattern check and the band front end all use it."""
+    the pattern check, the band front end and the PC estimate all use it.
+
+    Raises ValueError when the background does not have the patterns'
+    ``shape`` (rows, columns), or is not finite with a positive mean."""
     bg = np.asarray(static_background, dtype=np.float32)
-    return np.maximum(bg / np.nanmean(bg), 0.01)
+    if shape is not None and bg.shape != tuple(shape):
+        raise ValueError(
+            f"Static background shape {bg.shape} does not match the pattern shape "
+            f"{tuple(shape)}: give the background of these patterns (same detector "
+            "and binning), or none"
+        )
+    with np.errstate(invalid="ignore"):
+        mean = float(np.mean(bg)) if bg.size else np.nan
+    if not np.isfinite(bg).all() or not mean > 0:
+        raise ValueError(
+            "Static background must be finite with a positive mean: recompute it "
+            "(e.g. kikuchipy's s.static_background from the raw scan), or give none"
+        )
+    return np.maximum(bg / mean, 0.01)
 
 
 def preprocess(
@@ -221,22 +237,12 @@ def preprocess(
         else:
             finite = np.ones(len(patterns), dtype=bool)
         if static_background is not None:
-            bg = np.asarray(static_background, dtype=np.float32)
-            if bg.shape != patterns.shape[1:]:
-                raise ValueError(
-                    f"Static background shape {bg.shape} does not match the "
-                    f"pattern shape {patterns.shape[1:]}"
-                )
-            mean = np.nanmean(bg)
-            if not np.isfinite(bg).all() or mean <= 0:
-                raise ValueError(
-                    "Static background must be finite with a positive mean"
-                )
+            divisor = static_background_divisor(static_background, patterns.shape[1:])
         # only the centred square is used: crop before anything else
         x = crop_square(patterns).astype(np.float32)  # always a copy
         x[~finite] = 0
         if static_background is not None:
-            x /= crop_square(static_background_divisor(bg))
+            x /= crop_square(divisor)
         x = resize(x, size)
         # Shift so that the minimum is 1: division by the blur stays stable
         # for processed patterns with negative values

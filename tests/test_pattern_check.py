@@ -198,3 +198,19 @@ def test_bundled_check_weights_are_verified(tmp_path, monkeypatch):
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelCardError, match="sha256"):
         engine.run_auxiliary(bad, sha, np.zeros((1, 1, 64, 64), np.float32))
+
+
+def test_bad_static_background_is_refused_with_the_fix_named():
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small()
+    data = s.data.reshape(9, 60, 60)
+    bg = s.static_background.astype(np.float32)
+    with pytest.raises(ValueError, match="does not match the pattern shape"):
+        check_patterns(data, bg[:1])  # would broadcast to one number
+    with pytest.raises(ValueError, match="does not match the pattern shape"):
+        check_patterns(data, bg[:50, :50])
+    for bad in (np.zeros_like(bg), np.where(np.arange(bg.size).reshape(bg.shape) == 7, np.nan, bg)):
+        with pytest.raises(ValueError, match="finite with a positive mean"):
+            check_patterns(data, bad)
+    assert check_patterns(np.zeros((0, 60, 60)))[0].shape == (0,)

@@ -52,3 +52,6 @@ def test_bad_input_is_refused():
         pool_probabilities(np.ones((3, 2)) / 2, np.zeros(2, int))
     with pytest.raises(ValueError, match="clip"):
         pool_probabilities(np.ones((3, 2)) / 2, np.zeros(3, int), clip=0)
+    for bad in (np.nan, -0.5):
+        with pytest.raises(ValueError, match="tempering"):
+            pool_probabilities(np.ones((3, 2)) / 2, np.zeros(3, int), tempering=bad)
