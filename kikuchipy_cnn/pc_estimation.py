@@ -48,6 +48,7 @@ separated beyond the majority vote of step 2.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -579,7 +580,10 @@ def _input(patterns, pc0, beam_energy, static_background, max_patterns):
         s = patterns
         sig = tuple(s.axes_manager.signal_shape[::-1])
         nav = tuple(s.axes_manager.navigation_shape[::-1])
-        pcs, wavelength = detector_geometry(s, nav)
+        with warnings.catch_warnings():
+            if beam_energy is not None:  # given: no warning about the metadata's
+                warnings.filterwarnings("ignore", message="The signal's metadata give no beam energy")
+            pcs, wavelength = detector_geometry(s, nav)
         idx = np.unravel_index(np.arange(len(pcs)), nav) if nav else (np.zeros(1, int),)
         positions = np.zeros((len(pcs), 2))
         positions[:, 2 - len(idx):] = np.column_stack(idx)  # a line scan: columns only
