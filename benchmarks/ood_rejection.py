@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from kikuchipy_cnn.training.non_kikuchi import non_kikuchi, sim_patterns  # noqa: E402
+from kikuchipy_cnn.training.non_kikuchi import non_kikuchi, sim_patterns
 
 
 def kikuchi_sets(n_sim: int = 300, seed: int = 1):

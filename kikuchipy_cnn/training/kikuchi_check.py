@@ -68,14 +68,13 @@ def positives(n: int, seed: int, split: str = "train", directory=None):
         for shape in shapes:
             idx = [i for i, r in enumerate(raws) if r.shape == shape]
             raw = np.stack([raws[i] for i in idx])
-            bg = None
             if b % 2:
                 flat = np.full_like(raw, 0.5)
                 params = [meta["realism"][i] for i in idx]
                 bgs = degrade(flat, params, rng, noise=False)
                 x = np.concatenate([check_input(r[None], g) for r, g in zip(raw, bgs)])
             else:
-                x = check_input(raw, bg)
+                x = check_input(raw)
             keep = check_rules(raw) == 0
             xs.append(x[keep])
         n_done += k
