@@ -37,6 +37,9 @@ import numpy as np
 
 _MASTER = None
 
+#: Options of every estimate_pc call (set from the command line).
+ESTIMATE_OPTIONS: dict = {}
+
 
 def dynamical_ni(n: int, size: int, pc, rng, counts: float = 200.0) -> np.ndarray:
     """``(n, size, size)`` dynamical Ni patterns at random orientations seen
@@ -74,7 +77,7 @@ def run_case(patterns, truth, start, **kwargs) -> dict:
     start_err = float(np.linalg.norm(np.asarray(start, np.float64).reshape(-1, 3).mean(0) - truth))
     t = time.perf_counter()
     try:
-        e = kikuchipy_cnn.estimate_pc(patterns, pc0=start, **kwargs)
+        e = kikuchipy_cnn.estimate_pc(patterns, pc0=start, **ESTIMATE_OPTIONS, **kwargs)
     except ValueError as ex:
         return dict(start=start_err, refused=str(ex), seconds=time.perf_counter() - t)
     return dict(start=start_err, end=float(np.linalg.norm(e.pc - truth)), sd=float(np.linalg.norm(e.uncertainty)),
@@ -125,7 +128,7 @@ def map_rows(trials: int, rng, shape=(5, 6), size: int = 120) -> list[tuple[str,
         for model in rows:
             t = time.perf_counter()
             try:
-                e = kikuchipy_cnn.estimate_pc(s, pc_model=model)
+                e = kikuchipy_cnn.estimate_pc(s, pc_model=model, **ESTIMATE_OPTIONS)
             except ValueError as ex:
                 rows[model].append(dict(start=float(np.sqrt(np.mean(np.sum((start - truth) ** 2, 1)))),
                                         refused=str(ex), seconds=time.perf_counter() - t))
@@ -212,7 +215,10 @@ def main(argv=None):
     ap.add_argument("--skip-shared", action="store_true")
     ap.add_argument("--skip-map", action="store_true")
     ap.add_argument("--only-map", action="store_true", help="only the map with a PC gradient")
+    ap.add_argument("--indexing", default="auto", choices=("auto", "widths", "directions"),
+                    help="estimate_pc's indexing option")
     args = ap.parse_args(argv)
+    ESTIMATE_OPTIONS["indexing"] = args.indexing
     rng = np.random.default_rng(args.seed)
     if args.only_map:
         print(table(map_rows(args.trials, rng)))

@@ -7,7 +7,9 @@ noisy sample of the reciprocal lattice, and the lattice can be rebuilt from it:
 
 1. :func:`reciprocal_vectors`: bands to vectors (lengths where widths exist).
 2. :func:`candidate_bases`: bases from non-coplanar triples of strong bands, also
-   divided by small integers (the primitive cell can be finer than any triple).
+   divided by small integers (the primitive cell can be finer than any triple);
+   without widths, :func:`direction_bases`: the triple's length ratios voted
+   for by the other bands.
 3. :func:`index_bands`: each band's integer indices in a basis, with a cost.
 4. :func:`refine_basis`: least squares of directions and log-lengths.
 5. :func:`generated_sublattice`: the lattice the indexed bands generate (Hermite
@@ -37,8 +39,11 @@ import numpy as np
 __all__ = [
     "LatticeFit",
     "METRIC_TOLERANCES",
+    "MAX_RATIO",
+    "RATIO_BIN",
     "candidate_bases",
     "cell_parameters",
+    "direction_bases",
     "generated_sublattice",
     "index_bands",
     "lattice_symmetry",
@@ -52,6 +57,11 @@ __all__ = [
 #: Relative metric tolerances of :func:`lattice_symmetry` (spglib ``symprec`` on
 #: a cell scaled to unit volume; angle tolerance in degrees = 100 x this).
 METRIC_TOLERANCES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+
+#: Bin (in log length ratio) and largest ratio of the length votes of
+#: :func:`direction_bases` (bases from band directions alone).
+RATIO_BIN = 0.04
+MAX_RATIO = 4.0
 
 #: Space group of a one-atom cell per Bravais lattice (its holohedry).
 _HOLOHEDRY_SG = {
@@ -283,6 +293,86 @@ def candidate_bases(g: np.ndarray, has_length: np.ndarray, order: np.ndarray, n_
     return np.array(out).reshape(-1, 3, 3)
 
 
+def direction_bases(normals: np.ndarray, order: np.ndarray, n_top: int = 6, hmax: int = 3,
+                    n_peaks: int = 6, divisors=(1, 2), min_det: float = 0.12,
+                    zero_tolerance: float = 0.05) -> np.ndarray:
+    """Reciprocal bases ``(m, 3, 3)`` (rows) from band directions alone.
+
+    Without widths the lengths of a basis triple are unknown. Each
+    non-coplanar triple ``E`` of the ``n_top`` strongest bands (``order``)
+    is taken with lengths ``(1, r2, r3)``: another band with coefficients
+    ``c = n @ inv(E)`` has indices ``h`` (``|h|_inf <= hmax``) only if
+    ``c / h`` is proportional to the lengths. So every (band, ``h``) pair
+    votes (Hough-like, bins of :data:`RATIO_BIN` in ``(log r2, log r3)``,
+    weight ``1 / |h|_inf``, each band counted once per bin and its
+    neighbours, with its largest weight there): ``h`` without a zero
+    for one point, ``h`` with one zero (the band lies in the plane of two
+    basis bands, ``|c_i| <= zero_tolerance |c|``) for the line of the one
+    ratio it fixes. The ``n_peaks`` bins most bands agree on give the
+    candidate bases, also divided by ``divisors``. The overall scale stays
+    arbitrary."""
+    u = np.asarray(normals, np.float64)
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    table = _hkl_table(hmax).astype(np.float64)
+    half = int(np.ceil(np.log(MAX_RATIO) / RATIO_BIN))
+    nbin = 2 * half + 1
+    centres = RATIO_BIN * (np.arange(nbin) - half)  # log ratios; the middle bin is ratio 1
+    full = table[np.all(table != 0, axis=1)]
+    # one zero at position z: the ratio of the other two, (log r2, log r3, or log r3 - log r2)
+    lines = [(z, table[(table[:, z] == 0) & (np.count_nonzero(table, axis=1) == 2)]) for z in range(3)]
+    out = []
+    for tri in combinations(list(order)[:n_top], 3):
+        e = u[list(tri)]
+        if abs(np.linalg.det(e)) < min_det:
+            continue
+        others = np.setdiff1d(np.arange(len(u)), tri)
+        c = u[others] @ np.linalg.inv(e)  # (k, 3): n = c @ E
+        votes = np.zeros((len(others), nbin + 2, nbin + 2))  # a margin of one bin
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = c[:, None, :] / full[None]  # (k, T, 3) proportional to the lengths
+            ok = (q[..., 0] * q[..., 1] > 0) & (q[..., 0] * q[..., 2] > 0)
+            idx = np.rint(np.log(np.abs(q[..., 1:] / q[..., :1])) / RATIO_BIN) + half
+        ok &= np.all((idx >= 0) & (idx < nbin), axis=2)
+        band, j = np.nonzero(ok)
+        i2, i3 = idx[ok][:, 0].astype(int) + 1, idx[ok][:, 1].astype(int) + 1
+        w = 1.0 / np.abs(full[j]).max(1)
+        for d2 in (-1, 0, 1):
+            for d3 in (-1, 0, 1):
+                np.maximum.at(votes, (band, i2 + d2, i3 + d3), w)
+        in_plane = np.abs(c) <= zero_tolerance * np.linalg.norm(c, axis=1, keepdims=True)
+        for z, tz in lines:
+            a, b = [i for i in range(3) if i != z]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = (c[:, None, b] / tz[None, :, b]) / (c[:, None, a] / tz[None, :, a])  # (k, T)
+                shift = np.rint(np.log(ratio) / RATIO_BIN)
+            good = in_plane[:, z, None] & (ratio > 0) & (np.abs(shift) < nbin)
+            for k, j in zip(*np.nonzero(good)):
+                s, w = int(shift[k, j]), 1.0 / np.abs(tz[j]).max()
+                for d in (-1, 0, 1):
+                    if z == 2:  # log r2 fixed: a row
+                        row = s + half + d + 1
+                        if 1 <= row <= nbin:
+                            votes[k, row, 1:-1] = np.maximum(votes[k, row, 1:-1], w)
+                    elif z == 1:  # log r3 fixed: a column
+                        col = s + half + d + 1
+                        if 1 <= col <= nbin:
+                            votes[k, 1:-1, col] = np.maximum(votes[k, 1:-1, col], w)
+                    else:  # log r3 - log r2 fixed: a diagonal
+                        j2 = np.arange(1, nbin + 1)
+                        j3 = j2 + s + d
+                        keep = (j3 >= 1) & (j3 <= nbin)
+                        votes[k, j2[keep], j3[keep]] = np.maximum(votes[k, j2[keep], j3[keep]], w)
+        count = votes[:, 1:-1, 1:-1].sum(0)
+        for flat in np.argsort(count, axis=None, kind="stable")[::-1][:n_peaks]:
+            if count.flat[flat] < 1:
+                break
+            j2, j3 = np.unravel_index(flat, count.shape)
+            lengths = np.exp([0.0, centres[j2], centres[j3]])
+            for dv in divisors:
+                out.append(lengths[:, None] * e / dv)
+    return np.array(out).reshape(-1, 3, 3)
+
+
 @lru_cache(maxsize=8)
 def _hkl_table(hmax: int) -> np.ndarray:
     r = np.arange(-hmax, hmax + 1)
@@ -355,6 +445,8 @@ def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5)
     ``1/sigma_angle^2`` across it, both relative to ``|g|``; bands without a
     length get no radial weight (only their direction counts). The 9 x 9 normal
     equations are solved a few times, re-weighting with the predicted lengths.
+    Without any length the problem is homogeneous: the basis is the normal
+    matrix's least eigenvector, kept at the starting basis' overall scale.
 
     Returns the refined basis, the rms angle residual (rad) and the rms
     log-length residual (NaN without lengths)."""
@@ -375,9 +467,13 @@ def refine_basis(basis, hkl, g, has_length, sigma_angle: float = np.deg2rad(0.5)
         target = np.where(has_length[:, None], g, u * lp[:, None])
         KtM = np.einsum("kji,kjl->kil", K, M)
         lhs = np.einsum("kil,klm->im", KtM, K)
-        rhs = np.einsum("kil,kl->i", KtM, target)
         try:
-            b_new = np.linalg.solve(lhs, rhs).reshape(3, 3)
+            if has_length.any():
+                b_new = np.linalg.solve(lhs, np.einsum("kil,kl->i", KtM, target)).reshape(3, 3)
+            else:  # directions only: homogeneous, the least eigenvector at the old scale
+                _, vec = np.linalg.eigh(lhs)
+                b_new = vec[:, 0].reshape(3, 3) * np.linalg.norm(b)
+                b_new *= np.sign(np.sum(b_new * b)) or 1.0
         except np.linalg.LinAlgError:
             break
         if not np.isfinite(b_new).all() or abs(np.linalg.det(b_new)) < 1e-12:
@@ -449,7 +545,7 @@ class LatticeFit:
 def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int = 8,
                         hmax: int = 4, sigma_angle: float = np.deg2rad(0.5),
                         sigma_length: float = 0.08, n_refine: int = 6,
-                        min_bands: int = 5) -> LatticeFit | None:
+                        min_bands: int = 5, use_widths: bool = True) -> LatticeFit | None:
     """Rebuild the primitive reciprocal lattice of one pattern's bands.
 
     Parameters
@@ -462,6 +558,11 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
     sigma_angle, sigma_length
         Expected errors of band directions (rad) and of log widths; the
         length error may be one per band (narrow bands are measured worse).
+    use_widths
+        False: directions only. The widths are ignored and the lengths of the
+        basis triples searched (:func:`direction_bases`; for patterns too
+        small to measure widths, e.g. 60 px); the cell's overall scale is
+        then arbitrary, its shape (angles, ratios) is not.
 
     Returns
     -------
@@ -469,20 +570,27 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
         None when fewer than ``min_bands`` bands or fewer than three
         non-coplanar bands with widths exist: the lattice is not determined.
     """
+    if not use_widths:
+        widths = np.full(len(np.asarray(normals)), np.nan)
     g, has = reciprocal_vectors(normals, widths, wavelength)
     strength = np.asarray(strength, dtype=np.float64)
-    if len(g) < min_bands or has.sum() < 3:
+    if len(g) < min_bands or (use_widths and has.sum() < 3):
         return None
     sigma_length = np.broadcast_to(np.asarray(sigma_length, np.float64), (len(g),)).copy()
     order = np.argsort(-strength)
-    bases = candidate_bases(g, has, order, n_top=n_top)
+    if use_widths:
+        bases = candidate_bases(g, has, order, n_top=n_top)
+        score_angle, score_sigma = np.deg2rad(2.0), sigma_angle
+    else:  # voted lengths within a bin: score a little loosely, the refinement fits
+        bases = direction_bases(g, order, n_top=min(n_top, 6))
+        score_angle, score_sigma = np.deg2rad(3.0), 2 * sigma_angle
     if len(bases) == 0:
         return None
     kw = dict(hmax=hmax, sigma_angle=sigma_angle, sigma_length=sigma_length)
     cap = 9.0 + 0.3 * hmax  # an unindexed band costs as much as a 3-sigma one
     # score every basis on the strongest bands only (the refinement uses all)
     top = order[:12]
-    scored = _score_bases(bases, g[top], has[top], hmax, sigma_angle, sigma_length[top], np.deg2rad(2.0), 0.25, 0.3)
+    scored = _score_bases(bases, g[top], has[top], hmax, score_sigma, sigma_length[top], score_angle, 0.25, 0.3)
     best = None
     for i in np.argsort(scored)[:n_refine]:
         b = bases[i]

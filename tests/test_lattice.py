@@ -8,12 +8,14 @@ import pytest
 
 from kikuchipy_cnn.lattice import (
     cell_parameters,
+    direction_bases,
     generated_sublattice,
     index_bands,
     lattice_symmetry,
     niggli_cell,
     reciprocal_vectors,
     reconstruct_lattice,
+    refine_basis,
 )
 
 LAMBDA = 0.08588  # Å, 20 kV
@@ -146,6 +148,61 @@ def test_reconstruction_with_measured_noise_levels():
         fit = reconstruct_lattice(n, w, d, LAMBDA)
         ok += fit is not None and fit.bravais_lattice(0.05) == "cF"
     assert ok >= 5
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reconstruction_from_directions_alone(name):
+    # no widths at all (as at 60 px): the shape of the cell still comes out
+    rng = np.random.default_rng(1)
+    n, w, d = band_set(name, rng, n_bands=22)
+    fit = reconstruct_lattice(n, np.full(len(w), np.nan), d, LAMBDA, use_widths=False)
+    assert fit is not None and fit.n_indexed >= len(n) - 1
+    assert fit.bravais_lattice(0.005) == name, fit.symmetry
+    # widths given are ignored: the same cell
+    again = reconstruct_lattice(n, w, d, LAMBDA, use_widths=False)
+    np.testing.assert_allclose(again.direct, fit.direct)
+
+
+def test_reconstruction_from_noisy_directions():
+    # 0.3 deg on the normals, no widths: cF and hP still come out on most sets
+    ok = 0
+    for name in ("cF", "hP"):
+        for seed in range(4):
+            n, w, d = band_set(name, np.random.default_rng(seed), n_bands=16, noise_angle=0.3)
+            fit = reconstruct_lattice(n, w, d, LAMBDA, use_widths=False)
+            ok += fit is not None and fit.bravais_lattice(0.05) == name
+    assert ok >= 7
+
+
+def test_direction_bases_vote_for_the_true_length_ratios():
+    # tP with c/a = 1.3: a triple (100)*, (010)*, (001)* needs lengths 1 : 1 : 1/1.3
+    A = direct_basis(4.0, 4.0, 5.2, 90, 90, 90)
+    B = np.linalg.inv(A).T
+    h = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [1, -1, 1],
+                  [2, 0, 1], [1, 2, 1]])
+    g = h @ B
+    bases = direction_bases(g, np.arange(len(g)), n_top=3, n_peaks=1, divisors=(1,))
+    assert bases.shape == (1, 3, 3)
+    lengths = np.linalg.norm(bases[0], axis=1)
+    np.testing.assert_allclose(lengths / lengths[0], [1, 1, 4.0 / 5.2], rtol=0.05)
+    # no other bands: nothing votes, no basis
+    assert len(direction_bases(g[:3], np.arange(3), n_top=3)) == 0
+
+
+def test_refine_basis_from_directions_keeps_the_scale():
+    A = direct_basis(4.2, 5.1, 6.3, 90, 104, 90)
+    B = np.linalg.inv(A).T
+    r = np.arange(-2, 3)
+    h = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    h = h[np.any(h != 0, axis=1)][:40]
+    u = h @ B
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    start = B * np.array([[1.0], [1.04], [0.97]]) + 0.002
+    b, rms_angle, rms_length = refine_basis(start, h, u, np.zeros(len(h), bool))
+    assert np.isnan(rms_length) and rms_angle < 1e-6
+    assert np.linalg.norm(b) == pytest.approx(np.linalg.norm(start))
+    # the shape is the true one: same cell up to scale
+    np.testing.assert_allclose(b / np.linalg.norm(b), B / np.linalg.norm(B), atol=1e-6)
 
 
 def test_too_few_bands_give_no_lattice():
