@@ -155,6 +155,18 @@ class ModelCard:
         return float(self.data["min_score"])
 
     @property
+    def pool_tempering(self) -> float:
+        """Tempering β with which ``classify_structure(pool="phases")`` pools
+        the probabilities of a phase's patterns
+        (:func:`~kikuchipy_cnn.phases.pool_probabilities`): the card's optional
+        ``pooling: {tempering: β}``, fitted for the model on validation
+        structures, else :data:`kikuchipy_cnn.phases.POOL_TEMPERING`."""
+        from kikuchipy_cnn.phases import POOL_TEMPERING
+
+        pooling = self.data.get("pooling") or {}
+        return float(pooling.get("tempering", POOL_TEMPERING))
+
+    @property
     def saliency_methods(self) -> tuple[str, ...]:
         return tuple(self.data.get("saliency", ["occlusion"]))
 
@@ -230,6 +242,18 @@ class ModelCard:
                 raise ModelCardError(f"{where}: test lacks {key!r}")
         if not 0 <= float(d["min_score"]) <= 1:
             raise ModelCardError(f"{where}: min_score must be in [0, 1]")
+        pooling = d.get("pooling")
+        if pooling is not None:
+            beta = pooling.get("tempering") if isinstance(pooling, dict) else None
+            try:
+                ok = beta is not None and np.isfinite(float(beta)) and float(beta) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ModelCardError(
+                    f"{where}: pooling must be a mapping with 'tempering', a finite number "
+                    f">= 0 (the beta of kikuchipy_cnn.phases.pool_probabilities), not {pooling!r}"
+                )
 
     def verify_weights(self):
         """Raise :class:`WeightsError` unless the weights file exists and its

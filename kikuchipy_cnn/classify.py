@@ -12,7 +12,7 @@ from orix.crystal_map import CrystalMap
 from kikuchipy_cnn.card import ModelCard
 from kikuchipy_cnn.crystal_map import build_crystal_map
 from kikuchipy_cnn.engine import default_batch_size, get_session
-from kikuchipy_cnn.preprocessing import preprocess
+from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.registry import get_model
 from kikuchipy_cnn._chunks import compute, map_patterns
 from kikuchipy_cnn.pattern_check import CHECK_CODES, check_patterns as _check_patterns
@@ -39,9 +39,9 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
     (:mod:`kikuchipy_cnn.pattern_check`): patterns that are not Kikuchi
     patterns are not given to the model.
 
-    Returns ``(n, n_classes + 3)``: the columns of :func:`_classify_chunk`,
-    then the check code and the learned check's probability (NaN where
-    excluded, or the check is off).
+    Returns ``(n, n_classes + 3)`` (more with ``sketch=True``): the columns of
+    :func:`_classify_chunk`, then the check code and the learned check's
+    probability (NaN where excluded, or the check is off).
     """
     n = patterns.shape[0]
     extra = np.full((n, 2), np.nan, dtype=np.float32)
@@ -56,18 +56,65 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
     return np.concatenate([out, extra], axis=1)
 
 
+#: Preprocessing of the pattern sketches of band models (pixel models use
+#: their own input)
+_SKETCH_RECIPE = Preprocessing()
+
+
+def _sketch_size(card) -> int:
+    return card.preprocessing.size if card.input_kind == "pixels" else _SKETCH_RECIPE.size
+
+
+def sketch_columns(card) -> int:
+    """float32 columns that hold one pattern's discovery inputs: its radial
+    spectrum (:func:`kikuchipy_cnn.phases.pattern_spectra`) and its sketch
+    (:func:`kikuchipy_cnn.phases.pattern_sketches`, as float16 pairs)."""
+    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches
+
+    s = _sketch_size(card)
+    m = pattern_sketches(np.zeros((1, s, s), np.float32)).shape[1]
+    return SPECTRUM_BINS + (m + 1) // 2
+
+
+def _pack_sketches(sk: np.ndarray, columns: int) -> np.ndarray:
+    """float32 sketches ``(n, m)`` as float16 pairs in ``columns`` float32
+    columns (half the memory of the chunk results)."""
+    half = np.zeros((sk.shape[0], 2 * columns), np.float16)
+    half[:, : sk.shape[1]] = sk
+    return half.view(np.float32)
+
+
+def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
+    """The spectra and float32 sketches from the :func:`sketch_columns`
+    columns of :func:`_classify_chunk`."""
+    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches
+
+    s = _sketch_size(card)
+    m = pattern_sketches(np.zeros((1, s, s), np.float32)).shape[1]
+    spectra = np.array(packed[:, :SPECTRUM_BINS], dtype=np.float32)
+    half = np.ascontiguousarray(packed[:, SPECTRUM_BINS:]).view(np.float16)
+    return spectra, half[:, :m].astype(np.float32)
+
+
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
-                    per_pattern=None, wavelength=None):
+                    per_pattern=None, wavelength=None, sketch=False):
     """Per-chunk work: preprocessing (pixels) or band features (bands) → ONNX
     Runtime → probabilities.
 
     Returns ``(n, n_classes + 1)``: probabilities (NaN where excluded or
-    unusable) and a last column that is 1 for unusable patterns.
+    unusable) and a last column that is 1 for unusable patterns; with
+    ``sketch=True`` followed by each pattern's packed sketch
+    (:func:`kikuchipy_cnn.phases.pattern_spectra` and
+    :func:`~kikuchipy_cnn.phases.pattern_sketches` of the preprocessed
+    pattern, for discovering phases; 0 where not classified).
     """
+    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches, pattern_spectra
+
     card = _card(card_path)
     n = patterns.shape[0]
-    out = np.full((n, len(card.classes) + 1), np.nan, dtype=np.float32)
-    out[:, -1] = 0
+    ncol = sketch_columns(card) if sketch else 0
+    out = np.full((n, len(card.classes) + 1 + ncol), np.nan, dtype=np.float32)
+    out[:, len(card.classes):] = 0
     keep = np.flatnonzero(~excluded)
     if keep.size == 0:
         return out
@@ -79,8 +126,16 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     good = keep[valid]
     if good.size:
         probs = session.run(x[valid], ("probabilities",), batch_size)["probabilities"]
-        out[good, :-1] = probs
-    out[keep[~valid], -1] = 1
+        out[good, : len(card.classes)] = probs
+        if sketch:
+            if card.input_kind == "bands":
+                x, _ = preprocess(patterns[good], _SKETCH_RECIPE, static_background)
+            else:
+                x = x[valid]
+            first = len(card.classes) + 1
+            out[good, first : first + SPECTRUM_BINS] = pattern_spectra(x)
+            out[good, first + SPECTRUM_BINS :] = _pack_sketches(pattern_sketches(x), ncol - SPECTRUM_BINS)
+    out[keep[~valid], len(card.classes)] = 1
     return out
 
 
@@ -308,6 +363,22 @@ def validate_signal(signal):
         )
 
 
+#: ``pool`` values of :func:`classify_structure`
+POOL_MODES = ("phases", "none")
+
+
+def validate_pool(pool) -> str:
+    """Return ``pool`` of :func:`classify_structure` if it is one of
+    :data:`POOL_MODES`, else raise a ValueError naming them."""
+    if not isinstance(pool, str) or pool not in POOL_MODES:
+        raise ValueError(
+            f"pool must be one of {', '.join(repr(m) for m in POOL_MODES)} ('phases': discover "
+            f"the phases and give each one class pooled from its patterns; 'none': one class per "
+            f"pattern), not {pool!r}"
+        )
+    return pool
+
+
 def validate_mask(navigation_mask, nav_shape) -> np.ndarray | None:
     """Return the navigation mask as a boolean array, or raise a clear
     error."""
@@ -413,6 +484,7 @@ def classify_structure(
     phase_list: "PhaseList | None" = None,
     check: bool = True,
     pc: "str | tuple[float, float, float] | np.ndarray | None" = None,
+    pool: str = "phases",
 ) -> CrystalMap | tuple[CrystalMap, "EBSDSaliency"]:
     r"""Classify the crystal structure of every pattern with a CNN.
 
@@ -435,8 +507,10 @@ def classify_structure(
         pattern is *excluded* (not classified).
     min_score
         Patterns whose top class probability is below this get
-        ``phase_id = -1`` (not classified). If not given, the model card's
-        recommended value. Pass 0 to assign every pattern a class.
+        ``phase_id = -1`` (not classified); with ``pool="phases"`` (default)
+        the pooled top probability of the pattern's discovered phase, so
+        all patterns of a phase below it get -1. If not given, the model
+        card's recommended value. Pass 0 to assign every pattern a class.
     batch_size
         Patterns per inference batch. If not given, 4096 on a GPU and 256
         on the CPU; halved automatically if the device runs out of memory.
@@ -492,6 +566,23 @@ def classify_structure(
         kikuchipy's default or disagrees with the bands (this runs the
         estimate too). Pixel models do not use a PC: any value other than
         None is ignored with a warning.
+    pool
+        ``"phases"`` (default): discover the phases of the scan without prior
+        knowledge and give each one class, pooled from all its patterns
+        (see :mod:`kikuchipy_cnn.phases` and ``docs/phases.md``). Grains
+        are found from the similarity of neighbouring patterns (sketches of
+        the preprocessed patterns computed in the same pass: the data are
+        read once), grains are grouped into phases by their mean class
+        log-probabilities and radial power spectra
+        (:func:`~kikuchipy_cnn.phases.discover_phases`),
+        and each phase's patterns are pooled with
+        :func:`~kikuchipy_cnn.phases.pool_probabilities` (tempering from the
+        card's ``pooling: {tempering: β}``, else
+        :data:`~kikuchipy_cnn.phases.POOL_TEMPERING`). ``min_score`` then
+        applies to the *pooled* top probability: all patterns of a phase
+        below it get ``phase_id = -1``. Masked, rejected and unusable
+        patterns are never pooled. With one classified pattern the result is
+        that of ``"none"``. ``"none"``: one class per pattern.
 
     Returns
     -------
@@ -514,6 +605,21 @@ def classify_structure(
         diagnostics; on this object only: orix's CrystalMap has no metadata
         that is saved or kept by slicing); with ``pc="check"``,
         ``xmap.pc_estimate`` is the check's estimate.
+        With ``pool="phases"`` the map has one phase per discovered phase
+        instead of one per class: ids 0, 1, ... (phase 0 has the most
+        patterns), named by its pooled class (``"cF m-3m"``; numbered,
+        ``"cF m-3m (1)"``, ``"cF m-3m (2)"``, when two phases share a class),
+        each in its own colour; with ``phase_list``, the candidate phase of
+        each discovered phase's pooled class (candidates' ids and names).
+        The per-pattern properties above are kept (the level scores are
+        those of the pattern's assigned class), plus ``"phase_index"`` (the
+        discovered phase of every pattern, also where it is below
+        ``min_score``), ``"grain_index"`` (its grain) and ``"pooled_score"``
+        (its phase's pooled top probability), -1 / NaN where not classified.
+        ``xmap.pooled_phases`` (a :class:`~kikuchipy_cnn.phases.PooledPhases`,
+        on this object only, like ``pc_estimate``) holds each discovered
+        phase's name, map id, pooled probabilities over ``classes``, pooled
+        score, numbers of patterns and grains, and the tempering.
     saliency
         Heatmaps, returned if ``return_saliency=True``.
 
@@ -530,6 +636,7 @@ def classify_structure(
     >>> xmap.phases_in_data.names
     ['cF m-3m']
     """
+    validate_pool(pool)
     if min_score is not None and not 0 <= float(min_score) <= 1:
         raise ValueError(f"min_score must be in [0, 1], not {min_score}")
     if show_progressbar is None and not verbose:
@@ -574,14 +681,17 @@ def classify_structure(
         pcs, wavelength = detector_geometry(signal, nav_shape, pc)
         geometry = {"per_pattern": pcs, "wavelength": wavelength}
     t0 = time.perf_counter()
+    pooling = pool == "phases"
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
-        (len(card.classes) + 3,), check=bool(check), **geometry,
+        (len(card.classes) + 3 + (sketch_columns(card) if pooling else 0),), check=bool(check),
+        sketch=pooling, **geometry,
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
-    out, check_out = out[:, :-2], out[:, -2:]  # pattern check: code, probability
-    probs, unusable = out[:, :-1], out[:, -1] == 1
+    n_classes = len(card.classes)
+    check_out = out[:, -2:]  # pattern check: code, probability
+    probs, unusable = out[:, :n_classes], out[:, n_classes] == 1
     n_bad = int(unusable.sum())
     if n_bad:
         warnings.warn(
@@ -593,10 +703,24 @@ def classify_structure(
     classified = np.isfinite(probs).all(axis=1)
     if verbose:
         print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
-    xmap = build_crystal_map(
-        probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask,
-        phase_list,
-    )
+    if pooling and classified.sum() >= 2:
+        from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
+        from kikuchipy_cnn.phases import discover_phases
+
+        spectra, sketches = unpack_sketches(out[:, n_classes + 1 : -2], card)
+        discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra)
+        xmap = build_pooled_crystal_map(
+            probs, classified, discovery, card, nav_shape, step_sizes, scan_unit,
+            float(min_score), mask, phase_list, tempering=card.pool_tempering,
+        )
+        if verbose:
+            print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s))\n"
+                  + "\n".join("    " + line for line in repr(xmap.pooled_phases).splitlines()))
+    else:
+        xmap = build_crystal_map(
+            probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask,
+            phase_list,
+        )
     xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
     xmap.prop["kikuchi_probability"] = check_out[xmap.is_in_data, 1]
     if check:

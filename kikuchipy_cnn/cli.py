@@ -85,7 +85,7 @@ def _classify(args):
         s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", float(args.beam_energy))
     xmap = s.classify_structure(
         model=args.model, min_score=args.min_score, show_progressbar=not args.quiet,
-        verbose=0 if args.quiet else 1, pc=pc,
+        verbose=0 if args.quiet else 1, pc=pc, pool=args.pool,
     )
     written = save_crystal_map(xmap, out, overwrite=args.overwrite, inputs=[args.input])
     if not args.quiet:
@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--beam-energy", type=float, default=None, metavar="KV",
         help="beam energy in kV, replacing the file's (band models read band widths "
         "with it; 20 kV is assumed, with a warning, when neither gives one)",
+    )
+    p.add_argument(
+        "--pool", choices=("phases", "none"), default="phases",
+        help="'phases' (default): discover the phases of the scan (grains from "
+        "neighbouring patterns, then grains grouped by the model's verdicts) and give "
+        "each phase one class pooled from all its patterns; --min-score then applies to "
+        "the pooled probability. 'none': one class per pattern",
     )
     p.add_argument(
         "--lazy", action="store_true",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from orix.crystal_map import CrystalMap, Phase, PhaseList, create_coordinate_arrays
 from orix.quaternion import Rotation
@@ -72,36 +74,51 @@ def build_crystal_map(
     (``phase_list``), the scores are over the candidates' classes,
     renormalised, and the map uses the candidates' phases and ids.
     """
-    n = probs.shape[0]
+    phases, ids, restricted, restricted_classes = _restrict(probs, card, phase_list)
+    # One decision per pattern (the joint argmax) gives the phase and the
+    # score of every level, so the levels never contradict the phase
+    dec = decide(np.where(classified[:, None], restricted, np.nan), restricted_classes)
+    prop, score = _pattern_props(probs, classified, card.classes, restricted, dec)
+    top1 = np.where(classified, dec.index, 0)
+    phase_id = np.where(classified & (score >= min_score), ids[top1], -1).astype(int)
+    return _make_map(phase_id, phases, prop, nav_shape, step_sizes, scan_unit, navigation_mask)
+
+
+def _restrict(probs, card, phase_list):
+    """The map's phases, the phase id of every column, the probabilities
+    over the columns (the candidates' classes, renormalised, with
+    ``phase_list``) and the class of every column."""
     classes = card.classes
     if phase_list is None:
         phases = phase_list_from_card(card)
-        ids = np.array(phases.ids)
-        restricted = probs
-    else:
-        phases = phase_list.deepcopy()
-        ids, columns = candidate_columns(phase_list, classes)
-        restricted = probs[:, columns]
-        restricted = restricted / restricted.sum(axis=1, keepdims=True)
-    # One decision per pattern (the joint argmax) gives the phase and the
-    # score of every level, so the levels never contradict the phase
-    restricted_classes = [classes[c] for c in columns] if phase_list is not None else classes
-    dec = decide(np.where(classified[:, None], restricted, np.nan), restricted_classes)
-    top1 = np.where(classified, dec.index, 0)
+        return phases, np.array(phases.ids), probs, classes
+    ids, columns = candidate_columns(phase_list, classes)
+    restricted = probs[:, columns]
+    restricted = restricted / restricted.sum(axis=1, keepdims=True)
+    return phase_list.deepcopy(), ids, restricted, tuple(classes[c] for c in columns)
+
+
+def _pattern_props(probs, classified, classes, restricted, dec):
+    """Per-pattern properties: top probability, margin, the level scores of
+    the decision ``dec`` and every class's probability; and the scores."""
+    n = probs.shape[0]
+    top1 = np.nanargmax(np.where(classified[:, None], restricted, -1), axis=1)
     score = np.take_along_axis(restricted, top1[:, None], axis=1)[:, 0]
     if restricted.shape[1] > 1:
         second = np.sort(np.nan_to_num(restricted, nan=-1), axis=1)[:, -2]
     else:
         second = np.zeros(n, dtype=probs.dtype)
     score = np.where(classified, score, np.nan)
-    phase_id = np.where(classified & (score >= min_score), ids[top1], -1).astype(int)
     prop = {"scores": score, "margin": score - second}
     for level in LEVELS:
         prop[f"{level}_score"] = dec.scores[level]
     for i, label in enumerate(classes):
         prop[prop_name(label)] = probs[:, i]
-    prop = {k: v.astype(np.float32) for k, v in prop.items()}
+    return {k: v.astype(np.float32) for k, v in prop.items()}, score
 
+
+def _make_map(phase_id, phases, prop, nav_shape, step_sizes, scan_unit, navigation_mask):
+    n = phase_id.size
     if len(nav_shape) == 0:
         coords = {"x": np.zeros(1)}
     else:
@@ -118,10 +135,108 @@ def build_crystal_map(
         **coords,
         **kw,
     )
-    # orix drops the phases absent from the data; keep every class
+    # orix drops the phases absent from the data; keep every phase
     if -1 in xmap.phases.ids and -1 not in phases.ids:
         phases.add_not_indexed()
     xmap.phases = phases
+    return xmap
+
+
+#: Colours of discovered phases whose class's colour is taken by another
+#: phase (matplotlib names, none of them a class's default colour)
+EXTRA_COLOURS = (
+    "black", "lime", "magenta", "navy", "orange", "darkgreen", "aqua", "maroon",
+    "yellow", "slategray", "deeppink", "darkkhaki",
+)  # fmt: skip
+
+
+def _numbered_names(labels: list[str]) -> list[str]:
+    """Phase names from class names, numbered ``"cF m-3m (1)"``,
+    ``"cF m-3m (2)"`` where several phases share a class."""
+    out, seen = [], {}
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(f"{lab} ({seen[lab]})" if labels.count(lab) > 1 else lab)
+    return out
+
+
+def build_pooled_crystal_map(
+    probs: np.ndarray,
+    classified: np.ndarray,
+    discovery,
+    card: ModelCard,
+    nav_shape: tuple[int, ...],
+    step_sizes: tuple[float, ...],
+    scan_unit: str,
+    min_score: float,
+    navigation_mask: np.ndarray | None,
+    phase_list: PhaseList | None = None,
+    tempering: float = 0.0,
+) -> CrystalMap:
+    """Build the phase map of discovered phases, each with one class pooled
+    from all its patterns (``classify_structure(pool="phases")``).
+
+    ``discovery`` is a :class:`~kikuchipy_cnn.phases.PhaseDiscovery` of the
+    patterns. Each discovered phase gets the argmax of its patterns' pooled
+    probabilities (:func:`~kikuchipy_cnn.phases.pool_probabilities` with
+    ``tempering``), over the model's classes, or over the candidates'
+    classes (renormalised) with ``phase_list``; its patterns get phase id -1
+    where the pooled top probability is below ``min_score``. Without
+    candidates, phase ``i`` has id ``i`` and is named by its pooled class
+    (numbered when two phases share one); with candidates, the candidate
+    phase of the pooled class (ids and names the user's). Properties: those
+    of :func:`build_crystal_map` (the patterns' own probabilities; the level
+    scores are those of the class the pattern is assigned), plus
+    ``"phase_index"`` and ``"grain_index"`` (the discovered phase and grain
+    of each pattern, -1 where not classified) and ``"pooled_score"`` (its
+    phase's pooled top probability). ``xmap.pooled_phases`` is a
+    :class:`~kikuchipy_cnn.phases.PooledPhases`.
+    """
+    from kikuchipy_cnn.phases import PooledPhases, pool_probabilities
+
+    phases, ids, restricted, restricted_classes = _restrict(probs, card, phase_list)
+    group = np.where(classified, discovery.phase, -1)
+    labels_, pooled, counts = pool_probabilities(restricted, group, tempering=tempering)
+    k = len(labels_)
+    top = pooled.argmax(axis=1)
+    pscore = pooled[np.arange(k), top]
+    keep = pscore >= min_score
+    if phase_list is None:
+        names = _numbered_names([restricted_classes[c] for c in top])
+        colours, used = [], set()
+        for c in top:
+            colour = card.colours[c]
+            if colour in used:
+                colour = next(x for x in EXTRA_COLOURS if x not in used)
+            used.add(colour)
+            colours.append(colour)
+        phase_ids = np.where(keep, np.arange(k), -1)
+        phases = PhaseList(
+            phases=[Phase(name=names[i], point_group=joint_class_info(restricted_classes[top[i]])["laue_class"],
+                          color=colours[i]) for i in range(k) if keep[i]],
+            ids=[int(i) for i in range(k) if keep[i]],
+        ) if keep.any() else PhaseList()
+    else:
+        phase_ids = np.where(keep, ids[top], -1)
+        names = [phases[int(ids[c])].name for c in top]
+    # each pattern: its phase's pooled class where it has a discovered phase
+    row = np.full(group.shape, -1)
+    row[group >= 0] = np.searchsorted(labels_, group[group >= 0])
+    index = np.where(row >= 0, top[np.maximum(row, 0)], -1)
+    dec = decision_for_index(np.where(classified[:, None], restricted, np.nan),
+                             restricted_classes, index)
+    prop, _ = _pattern_props(probs, classified, card.classes, restricted, dec)
+    phase_id = np.where(row >= 0, phase_ids[np.maximum(row, 0)], -1).astype(int)
+    prop["phase_index"] = np.where(row >= 0, labels_[np.maximum(row, 0)], -1).astype(np.int32)
+    prop["grain_index"] = np.where(classified, discovery.grain, -1).astype(np.int32)
+    prop["pooled_score"] = np.where(row >= 0, pscore[np.maximum(row, 0)], np.nan).astype(np.float32)
+    xmap = _make_map(phase_id, phases, prop, nav_shape, step_sizes, scan_unit, navigation_mask)
+    grains = np.array([len(np.unique(discovery.grain[group == g])) for g in labels_])
+    xmap.pooled_phases = PooledPhases(
+        names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
+        probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
+        tempering=float(tempering),
+    )
     return xmap
 
 
@@ -213,11 +328,23 @@ def probabilities(xmap: CrystalMap, level: str = "joint") -> tuple[np.ndarray, t
     return marg, level_names(level)
 
 
+def _class_of_name(name: str) -> str | None:
+    """The joint class a phase name is (``"cF m-3m"``), or is numbered from
+    (``"cF m-3m (2)"``, discovered phases sharing a class); else None."""
+    if name in JOINT_CLASSES:
+        return name
+    numbered = re.fullmatch(r"(.+) \(\d+\)", name)
+    if numbered and numbered.group(1) in JOINT_CLASSES:
+        return numbered.group(1)
+    return None
+
+
 def _phase_class(phase: Phase) -> str | None:
     """Joint class of a map's phase: its name if that is a class name (maps
-    without candidates), else that of its space group; None if unknown."""
-    if phase.name in JOINT_CLASSES:
-        return phase.name
+    without candidates, also numbered), else that of its space group; None if
+    unknown."""
+    if _class_of_name(phase.name):
+        return _class_of_name(phase.name)
     if phase.space_group is not None:
         return space_group_class(phase.space_group.number).joint_class
     return None
@@ -229,11 +356,13 @@ def decision(xmap: CrystalMap) -> Decision:
     class's crystal system, Bravais lattice and Laue class, with the
     probability of each (see :func:`kikuchipy_cnn.symmetry.decide`).
 
-    A pattern's joint class is its phase's class where it has a phase, else
-    (score below ``min_score``) the most probable class among the map's
-    phases, so with candidate phases only their classes, with the
-    probabilities renormalised over them as ``classify_structure()`` does.
-    Masked or unusable patterns have no decision.
+    A pattern's joint class is its phase's class where it has a phase (with
+    ``pool="phases"`` the pooled class of its discovered phase, which can
+    differ from the pattern's own most probable class), else (score below
+    ``min_score``) its most probable class; with candidate phases the most
+    probable of their classes, with the probabilities renormalised over them
+    as ``classify_structure()`` does. Masked or unusable patterns have no
+    decision.
 
     Parameters
     ----------
@@ -250,7 +379,11 @@ def decision(xmap: CrystalMap) -> Decision:
         int(i): _phase_class(phase) for i, phase in xmap.phases if i != -1
     }
     allowed = None
-    if phase_classes and None not in phase_classes.values():
+    # Restricted to the map's classes only when its phases are candidates
+    # (named otherwise than by their class); maps named by class (one phase
+    # per class, or discovered phases, "cF m-3m (2)") decide over all classes
+    named_by_class = all(_class_of_name(phase.name) for i, phase in xmap.phases if i != -1)
+    if phase_classes and None not in phase_classes.values() and not named_by_class:
         allowed = np.isin(classes, list(phase_classes.values()))
         if not allowed.any():
             allowed = None

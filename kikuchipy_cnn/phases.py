@@ -2,8 +2,9 @@
 
 A single pattern sees a cap of the Kikuchi sphere; the patterns of one phase
 seen in many grains see other zones and other bands. This module holds the
-pieces that combine per-pattern answers into one answer per phase (issue 14);
-phase discovery comes later.
+pieces that combine per-pattern answers into one answer per phase (issue 14)
+and that discover the phases of a scan without prior knowledge
+(:func:`discover_phases`, used by ``classify_structure(pool="phases")``).
 
 :func:`pool_probabilities` is the baseline: the per-pattern class
 probabilities of the patterns of one group, combined as independent
@@ -15,13 +16,63 @@ systematically; ``benchmarks/pooling_curve.py`` measures how far it goes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["POOL_CLIP", "pool_probabilities"]
+__all__ = [
+    "POOL_CLIP",
+    "POOL_TEMPERING",
+    "PhaseDiscovery",
+    "PooledPhases",
+    "discover_phases",
+    "grains_from_sketches",
+    "pattern_sketches",
+    "pattern_spectra",
+    "pool_probabilities",
+]
 
 #: Smallest per-pattern probability used in the pooled log-likelihood: one
 #: pattern that rules a class out cannot veto it against all the others
 POOL_CLIP = 1e-6
+
+#: Tempering β of :func:`pool_probabilities` used by
+#: ``classify_structure(pool="phases")`` when the model card gives none
+#: (``pooling: {tempering: ...}``): fitted for ``kcnn-resnet-s`` 0.2.0 on the
+#: validation structures (pooled joint log-loss at 3-30 patterns;
+#: ``benchmarks/pooling_curve.py``, ``docs/phases.md``)
+POOL_TEMPERING = 0.75
+
+#: Side of the block-averaged sketch of a preprocessed pattern that grains
+#: are found from (:func:`pattern_sketches`)
+SKETCH_SIZE = 16
+
+#: Neighbouring patterns whose sketches have a normalised dot product of at
+#: least this belong to one grain (:func:`grains_from_sketches`)
+GRAIN_THRESHOLD = 0.8
+
+#: Smallest per-pattern probability in the grain signatures (log-probabilities
+#: below log(this) are clipped, so one confident miss does not dominate)
+SIGNATURE_CLIP = 1e-4
+
+#: A group of ``n`` grains is split in two phases only if the split explains
+#: at least ``a + b / n`` of the weighted variance of their signatures
+#: (2-means R², each signature block scaled to unit variance); ``(a, b)``.
+#: Fitted to the 98th percentile of the R² of random subsets of 3-20 grains
+#: of rendered single-phase scans of the 90 validation structures (one scan
+#: each, 20 x 20 patterns, ~20 grains; kcnn-resnet-s 0.2.0): 2-means always
+#: finds some split, and the fewer the grains the better it seems
+SPLIT_R2 = (0.39, 1.76)
+
+#: Radial bins of the power spectrum signature (:func:`pattern_spectra`)
+SPECTRUM_BINS = 16
+
+#: A discovered phase holds at least this many patterns and this many grains
+MIN_PHASE_PATTERNS = 5
+MIN_PHASE_GRAINS = 2
+
+#: At most this many phases are discovered
+MAX_PHASES = 8
 
 
 def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL_CLIP,
@@ -93,3 +144,353 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
     pooled = np.exp(total)
     pooled /= pooled.sum(axis=1, keepdims=True)
     return labels, pooled, counts
+
+
+def pattern_sketches(x: np.ndarray, valid: np.ndarray | None = None,
+                     size: int = SKETCH_SIZE) -> np.ndarray:
+    """Small, normalised sketches of preprocessed patterns for comparing
+    neighbours.
+
+    Each preprocessed pattern (flat-fielded, high-passed; the model's input)
+    is block-averaged to ``size`` × ``size`` pixels, its inscribed circle is
+    kept, and the result is centred and scaled to unit length, so the dot
+    product of two sketches is their normalised dot product (1 for identical
+    patterns).
+
+    Parameters
+    ----------
+    x
+        ``(n, 1, s, s)`` or ``(n, s, s)`` preprocessed patterns.
+    valid
+        ``(n,)`` which patterns are usable; the sketches of the others are 0.
+    size
+        Sketch side; patterns smaller than this are used whole.
+
+    Returns
+    -------
+    sketches
+        ``(n, m)`` float32, ``m`` the number of pixels in the inscribed circle.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[:, 0]
+    n, s = x.shape[0], x.shape[-1]
+    b = max(1, s // size)
+    k = s // b
+    x = x[:, : k * b, : k * b].reshape(n, k, b, k, b).mean(axis=(2, 4))
+    r = (np.arange(k) - (k - 1) / 2) / (k / 2)
+    inside = (r[:, None] ** 2 + r[None, :] ** 2) <= 1
+    out = x[:, inside]
+    out = out - out.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    ok = norm[:, 0] > 0
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    out = np.where(ok[:, None], out / np.where(norm > 0, norm, 1), 0)
+    return out.astype(np.float32)
+
+
+def pattern_spectra(x: np.ndarray, valid: np.ndarray | None = None,
+                    bins: int = SPECTRUM_BINS) -> np.ndarray:
+    """Log radial power spectra of preprocessed patterns, centred per pattern.
+
+    The radial profile of a pattern's 2-D power spectrum does not change when
+    the pattern turns in its plane, and holds the widths and spacings of its
+    bands, i.e. the scale of the lattice: with the model's class
+    log-probabilities it makes the grain signatures that
+    :func:`discover_phases` groups (measured: one block alone separates
+    phases worse than both together, ``docs/phases.md``).
+
+    Parameters
+    ----------
+    x
+        ``(n, 1, s, s)`` or ``(n, s, s)`` preprocessed patterns.
+    valid
+        ``(n,)`` usable patterns; the others get 0.
+    bins
+        Number of radial bins, logarithmic from 1/s to 1/2 cycles per pixel.
+
+    Returns
+    -------
+    spectra
+        ``(n, bins)`` float32, each row minus its mean.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[:, 0]
+    n, rows, cols = x.shape
+    power = np.abs(np.fft.fft2(x)) ** 2
+    radius = np.hypot(np.fft.fftfreq(rows)[:, None], np.fft.fftfreq(cols)[None, :])
+    which = np.digitize(radius, np.geomspace(1 / max(rows, cols), 0.5, bins + 1)) - 1
+    out = np.zeros((n, bins), np.float64)
+    for i in range(bins):
+        sel = which == i
+        if sel.any():
+            out[:, i] = np.log(power[:, sel].mean(axis=1) + 1e-12)
+    out -= out.mean(axis=1, keepdims=True)
+    ok = np.isfinite(out).all(axis=1)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    return np.where(ok[:, None], out, 0).astype(np.float32)
+
+
+def grains_from_sketches(sketches: np.ndarray, nav_shape: tuple[int, ...],
+                         usable: np.ndarray, threshold: float = GRAIN_THRESHOLD) -> np.ndarray:
+    """Grains: connected regions of the scan grid whose neighbouring patterns
+    are near-identical.
+
+    Two usable patterns that are neighbours on the grid (left-right or
+    up-down; along the line in a 1-D scan) belong to one grain when their
+    sketches' normalised dot product is at least ``threshold``. Patterns of one
+    grain share an orientation and a phase, so their patterns differ by noise
+    only.
+
+    Parameters
+    ----------
+    sketches
+        ``(n, m)`` unit sketches (:func:`pattern_sketches`), in the scan's
+        row-major order.
+    nav_shape
+        Navigation shape in numpy order (rows, columns), ``(n,)`` or ``()``.
+    usable
+        ``(n,)`` patterns that can be grouped; the others get -1 and cut
+        grains (masked, rejected, unusable patterns).
+    threshold
+        Smallest normalised dot product of neighbours in one grain.
+
+    Returns
+    -------
+    grain
+        ``(n,)`` grain index per pattern, 0, 1, ... in order of each grain's
+        first pattern, -1 where not usable.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    usable = np.asarray(usable, bool)
+    n = usable.size
+    grid = np.arange(n).reshape(tuple(nav_shape) if len(nav_shape) else (1,))
+    if grid.ndim == 1:
+        grid = grid[None, :]
+    pairs = [(grid[:, :-1].ravel(), grid[:, 1:].ravel()), (grid[:-1, :].ravel(), grid[1:, :].ravel())]
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
+    keep = usable[a] & usable[b]
+    a, b = a[keep], b[keep]
+    sim = np.einsum("ij,ij->i", sketches[a], sketches[b]) if a.size else np.zeros(0)
+    join = sim >= threshold
+    graph = coo_matrix((np.ones(int(join.sum())), (a[join], b[join])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    grain = np.full(n, -1, dtype=np.int64)
+    _, first, inverse = np.unique(comp[usable], return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # number grains by their first pattern
+    grain[usable] = order[inverse]
+    return grain
+
+
+def _signatures(probs: np.ndarray, grain: np.ndarray, n_grains: int,
+                spectra: np.ndarray | None = None) -> list[np.ndarray]:
+    """Orientation-invariant signature blocks of each grain: the mean over
+    its patterns of the centred, clipped class log-probabilities (a grain's
+    pooled verdict as a point in log-ratio space) and, if given, of the
+    patterns' radial power spectra (:func:`pattern_spectra`)."""
+    logp = np.log(np.clip(probs, SIGNATURE_CLIP, 1.0))
+    logp -= logp.mean(axis=1, keepdims=True)
+    count = np.maximum(np.bincount(grain, minlength=n_grains), 1)[:, None]
+    blocks = []
+    for per_pattern in (logp, spectra):
+        if per_pattern is None:
+            continue
+        sig = np.zeros((n_grains, per_pattern.shape[1]))
+        np.add.at(sig, grain, np.asarray(per_pattern, np.float64))
+        blocks.append(sig / count)
+    return blocks
+
+
+def _standardised(blocks: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """The blocks side by side, each centred and scaled to unit weighted
+    variance (so each block counts the same, whatever its units)."""
+    out = []
+    for b in blocks:
+        bc = b - w @ b / w.sum()
+        sd = np.sqrt(float(w @ (bc**2).sum(axis=1)) / w.sum())
+        out.append(bc / sd if sd > 0 else bc)
+    return np.concatenate(out, axis=1)
+
+
+def _two_means(x: np.ndarray, w: np.ndarray):
+    """Weighted 2-means of the rows of ``x`` started from the split along
+    the first principal axis (deterministic). Returns the boolean side of
+    every row and the explained fraction of the weighted variance (R²)."""
+    mu = w @ x / w.sum()
+    xc = x - mu
+    total = float(w @ (xc**2).sum(axis=1))
+    if total <= 0 or len(x) < 2:
+        return None, 0.0
+    _, vecs = np.linalg.eigh((xc * w[:, None]).T @ xc)
+    side = xc @ vecs[:, -1] > 0
+    for _ in range(100):
+        if side.all() or not side.any():
+            return None, 0.0
+        c1 = w[side] @ x[side] / w[side].sum()
+        c0 = w[~side] @ x[~side] / w[~side].sum()
+        new = ((x - c1) ** 2).sum(axis=1) < ((x - c0) ** 2).sum(axis=1)
+        if np.array_equal(new, side):
+            break
+        side = new
+    if side.all() or not side.any():
+        return None, 0.0
+    c1 = w[side] @ x[side] / w[side].sum()
+    c0 = w[~side] @ x[~side] / w[~side].sum()
+    within = float(w[side] @ ((x[side] - c1) ** 2).sum(axis=1)
+                   + w[~side] @ ((x[~side] - c0) ** 2).sum(axis=1))
+    return side, 1.0 - within / total
+
+
+@dataclass
+class PhaseDiscovery:
+    """Grains and phases found in a scan by :func:`discover_phases`.
+
+    Attributes
+    ----------
+    grain
+        ``(n,)`` grain index per pattern (-1: not usable).
+    phase
+        ``(n,)`` discovered phase index per pattern, 0 the phase with the
+        most patterns (-1: not usable).
+    n_grains, n_phases
+        Numbers of grains and phases found.
+    split_r2
+        R² of every accepted split (see :data:`SPLIT_R2`), in order.
+    """
+
+    grain: np.ndarray
+    phase: np.ndarray
+    n_grains: int
+    n_phases: int
+    split_r2: list
+
+
+def discover_phases(probs: np.ndarray, sketches: np.ndarray, nav_shape: tuple[int, ...],
+                    usable: np.ndarray | None = None, spectra: np.ndarray | None = None,
+                    grain_threshold: float = GRAIN_THRESHOLD,
+                    split_r2: tuple[float, float] = SPLIT_R2, min_patterns: int = MIN_PHASE_PATTERNS,
+                    min_grains: int = MIN_PHASE_GRAINS,
+                    max_phases: int = MAX_PHASES) -> PhaseDiscovery:
+    """Discover the phases of a scan without prior knowledge.
+
+    1. Grains: neighbouring patterns with near-identical sketches
+       (:func:`grains_from_sketches`).
+    2. Signatures: each grain's mean centred log-probabilities of the
+       model's classes (the model was trained to give the same classes at
+       every orientation) and, if given, its mean radial power spectrum
+       (:func:`pattern_spectra`, unchanged by in-plane rotation; the band
+       widths and spacings), so grains of one phase have similar signatures.
+    3. Phases: the grains are split in two by weighted 2-means (weights: the
+       grains' pattern counts; each signature block scaled to unit variance)
+       as long as a split of ``n`` grains explains at least
+       ``split_r2[0] + split_r2[1] / n`` of their weighted variance and
+       leaves at least ``min_patterns`` patterns and ``min_grains`` grains on
+       either side; each part is split again, up to ``max_phases`` phases.
+       The grains of one phase scatter by orientation but do not fall in two
+       tight groups; the bar is the 98th percentile of the R² of
+       single-phase groups of grains (:data:`SPLIT_R2`).
+
+    Parameters
+    ----------
+    probs
+        ``(n, n_classes)`` per-pattern probabilities, NaN rows where not
+        classified.
+    sketches
+        ``(n, m)`` unit pattern sketches (:func:`pattern_sketches`).
+    nav_shape
+        Navigation shape (numpy order).
+    usable
+        ``(n,)`` patterns to use; default: the rows of ``probs`` that are
+        finite. Patterns not used get grain and phase -1.
+    spectra
+        ``(n, bins)`` radial power spectra (:func:`pattern_spectra`), or None
+        to group by the class log-probabilities alone.
+    grain_threshold, split_r2, min_patterns, min_grains, max_phases
+        See above.
+
+    Returns
+    -------
+    discovery
+        :class:`PhaseDiscovery`.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    finite = np.isfinite(probs).all(axis=1)
+    usable = finite if usable is None else np.asarray(usable, bool) & finite
+    grain = grains_from_sketches(sketches, nav_shape, usable, grain_threshold)
+    n_grains = int(grain.max()) + 1 if usable.any() else 0
+    phase = np.full(grain.shape, -1, dtype=np.int64)
+    if n_grains == 0:
+        return PhaseDiscovery(grain, phase, 0, 0, [])
+    blocks = _signatures(probs[usable], grain[usable], n_grains,
+                         None if spectra is None else np.asarray(spectra)[usable])
+    weight = np.bincount(grain[usable], minlength=n_grains).astype(np.float64)
+    groups, done, accepted = [np.arange(n_grains)], [], []
+    while groups and len(groups) + len(done) < max_phases:
+        g = groups.pop(0)
+        side, r2 = _two_means(_standardised([b[g] for b in blocks], weight[g]), weight[g])
+        ok = side is not None and r2 >= split_r2[0] + split_r2[1] / len(g)
+        if ok:
+            parts = (g[side], g[~side])
+            ok = all(len(p) >= min_grains and weight[p].sum() >= min_patterns for p in parts)
+        if ok:
+            groups += list(parts)
+            accepted.append(float(r2))
+        else:
+            done.append(g)
+    done += groups
+    # phase 0: the most patterns; ties by the first grain
+    done.sort(key=lambda g: (-weight[g].sum(), int(g.min())))
+    grain_phase = np.empty(n_grains, dtype=np.int64)
+    for i, g in enumerate(done):
+        grain_phase[g] = i
+    phase[usable] = grain_phase[grain[usable]]
+    return PhaseDiscovery(grain, phase, n_grains, len(done), accepted)
+
+
+@dataclass
+class PooledPhases:
+    """The phases ``classify_structure(pool="phases")`` discovered, with the
+    pooled probabilities of each (``xmap.pooled_phases``).
+
+    Attributes
+    ----------
+    names
+        Phase name per discovered phase (the map's phase names: the pooled
+        class, numbered when two phases share one, or the candidate phase's
+        name with ``phase_list``).
+    phase_ids
+        The map's phase id of each discovered phase (-1 where its pooled top
+        probability is below ``min_score``).
+    classes
+        The class names of the columns of ``probabilities``.
+    probabilities
+        ``(n_phases, n_classes)`` pooled probabilities of each phase.
+    scores
+        ``(n_phases,)`` pooled top probability of each phase.
+    n_patterns, n_grains
+        ``(n_phases,)`` patterns and grains pooled in each phase.
+    tempering
+        The tempering β used (:func:`pool_probabilities`).
+    """
+
+    names: list
+    phase_ids: np.ndarray
+    classes: tuple
+    probabilities: np.ndarray
+    scores: np.ndarray
+    n_patterns: np.ndarray
+    n_grains: np.ndarray
+    tempering: float
+
+    def __repr__(self) -> str:
+        rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"]
+        for i, name in enumerate(self.names):
+            rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
+                        f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}")
+        return "\n".join(rows)

@@ -19,6 +19,8 @@ def ni():
 def _classify(s, model, **kw):
     kw.setdefault("verbose", 0)
     kw.setdefault("show_progressbar", False)
+    # these tests are of the per-pattern map; pool="phases" is in test_phases.py
+    kw.setdefault("pool", "none")
     return s.classify_structure(model=model, **kw)
 
 
@@ -176,6 +178,7 @@ def test_distributed_matches_in_process(ni, tiny_card_path):
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         x_dist = _classify(ni.as_lazy(), card)
         x_again = _classify(ni.as_lazy(), card)
+        pooled_dist = _classify(ni.as_lazy(), card, pool="phases", min_score=0)
 
         def n_sessions():
             from kikuchipy_cnn import engine
@@ -188,6 +191,11 @@ def test_distributed_matches_in_process(ni, tiny_card_path):
     np.testing.assert_array_equal(x_local.phase_id, x_again.phase_id)
     np.testing.assert_array_equal(x_local.phase_id, x_dist.phase_id)
     np.testing.assert_allclose(x_local.scores, x_dist.scores, rtol=1e-6)
+    pooled = _classify(ni, card, pool="phases", min_score=0)
+    np.testing.assert_array_equal(pooled.phase_id, pooled_dist.phase_id)
+    np.testing.assert_array_equal(pooled.prop["grain_index"], pooled_dist.prop["grain_index"])
+    np.testing.assert_allclose(pooled.pooled_phases.probabilities,
+                               pooled_dist.pooled_phases.probabilities, rtol=1e-5)
 
 
 def test_candidate_phases(ni, tiny_model):

@@ -30,7 +30,7 @@ def test_probabilities_are_those_of_the_features_with_the_signals_geometry(ni, t
     import onnxruntime as ort
 
     card = ModelCard.from_file(tiny_band_card_path)
-    xmap = ni.classify_structure(model=card, verbose=0, min_score=0)
+    xmap = ni.classify_structure(model=card, verbose=0, min_score=0, pool="none")
     assert xmap.size == 9
     # the same features by hand: static background divided out, per-pattern PCs, 20 kV
     x = ni.data.reshape(9, 60, 60).astype(np.float32)

@@ -243,3 +243,22 @@ def test_classify_estimates_the_pc(tmp_path, capsys):
     # bad values fail before the file is read
     assert main(["classify", str(tmp_path / "absent.h5"), "-o", str(tmp_path / "n.h5"), "--pc", "est"]) == 1
     assert "--pc takes three numbers" in capsys.readouterr().err
+
+
+def test_classify_pool_option(tmp_path, tiny_model, capsys):
+    import kikuchipy as kp
+    from orix import io
+
+    src = tmp_path / "ni.h5"
+    kp.data.nickel_ebsd_small().save(src)
+    for pool in ("none", "phases"):
+        out = tmp_path / f"{pool}.h5"
+        assert main(["classify", str(src), "-o", str(out), "--model", tiny_model,
+                     "--min-score", "0", "--pool", pool, "-q"]) == 0
+        xmap = io.load(out)
+        assert xmap.size == 9 and ("phase_index" in xmap.prop) == (pool == "phases")
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["classify", str(src), "-o", str(tmp_path / "x.h5"), "--pool", "grains"])
+    assert "invalid choice: 'grains'" in capsys.readouterr().err

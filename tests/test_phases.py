@@ -55,3 +55,309 @@ def test_bad_input_is_refused():
     for bad in (np.nan, -0.5):
         with pytest.raises(ValueError, match="tempering"):
             pool_probabilities(np.ones((3, 2)) / 2, np.zeros(3, int), tempering=bad)
+
+
+# ---------------------------------------------------------------- discovery
+
+import kikuchipy as kp  # noqa: E402
+
+import kikuchipy_cnn  # noqa: E402
+from kikuchipy_cnn.phases import (  # noqa: E402
+    discover_phases,
+    grains_from_sketches,
+    pattern_sketches,
+    pattern_spectra,
+)
+
+
+def test_sketches_compare_patterns_and_spectra_ignore_in_plane_turns():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 64, 64)).astype(np.float32)
+    x[1] = x[0] + 0.01 * rng.normal(size=(64, 64))
+    x[2] = np.rot90(x[0])
+    sk = pattern_sketches(x, valid=np.array([True, True, True]))
+    np.testing.assert_allclose(np.linalg.norm(sk, axis=1), 1, rtol=1e-5)
+    assert sk[0] @ sk[1] > 0.99 and abs(sk[0] @ sk[2]) < 0.5
+    sp = pattern_spectra(x)
+    np.testing.assert_allclose(sp[2], sp[0], atol=1e-4)  # a 90 degree turn: the same radial profile
+    assert sp.shape == (3, 16) and np.allclose(sp.mean(axis=1), 0, atol=1e-5)
+    assert not pattern_sketches(x, valid=np.array([True, False, True]))[1].any()
+    assert not pattern_spectra(x, valid=np.array([False, True, True]))[0].any()
+
+
+def _grain_sketches(grain, rng, noise=0.05, m=50):
+    base = rng.normal(size=(grain.max() + 1, m))
+    sk = base[grain.ravel()] + noise * rng.normal(size=(grain.size, m))
+    sk -= sk.mean(axis=1, keepdims=True)
+    return (sk / np.linalg.norm(sk, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_grains_are_connected_regions_of_similar_neighbours_cut_by_unusable_patterns():
+    rng = np.random.default_rng(1)
+    truth = np.zeros((6, 8), int)
+    truth[:, 4:] = 1
+    truth[4:, :4] = 2
+    sk = _grain_sketches(truth, rng)
+    usable = np.ones(48, bool)
+    grain = grains_from_sketches(sk, (6, 8), usable)
+    assert len(np.unique(grain)) == 3
+    for t in range(3):  # one grain per true grain
+        assert len(np.unique(grain[truth.ravel() == t])) == 1
+    # an unusable column cuts grain 1 in two and is -1
+    usable = np.ones((6, 8), bool)
+    usable[:, 6] = False
+    grain = grains_from_sketches(sk, (6, 8), usable.ravel())
+    assert (grain[~usable.ravel()] == -1).all() and len(np.unique(grain[usable.ravel()])) == 4
+    # the same grid as one line and one pattern
+    assert len(np.unique(grains_from_sketches(sk[:8], (8,), np.ones(8, bool)))) == 2
+    assert grains_from_sketches(sk[:1], (), np.ones(1, bool)).tolist() == [0]
+
+
+def _synthetic_scan(rng, phase_means, rows=20, cols=20, n_grains=20, spread=1.0, noise=0.5):
+    """Per-pattern probabilities, sketches and spectra of a scan of Voronoi
+    grains: every grain a phase (its mean log-probabilities and spectrum),
+    shifted by an orientation effect per grain and noise per pattern."""
+    seeds = rng.uniform(0, [rows, cols], (n_grains, 2))
+    r, c = np.mgrid[:rows, :cols]
+    grain = ((r.ravel()[:, None] - seeds[:, 0]) ** 2 + (c.ravel()[:, None] - seeds[:, 1]) ** 2).argmin(1)
+    _, grain = np.unique(grain, return_inverse=True)
+    ng = grain.max() + 1
+    gphase = rng.permutation(np.arange(ng) % len(phase_means))
+    means = np.asarray(phase_means, float)
+    k = means.shape[1]
+    logit = (means[gphase] + spread * rng.normal(size=(ng, k)))[grain] + noise * rng.normal(size=(grain.size, k))
+    probs = np.exp(logit - logit.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    spectra = (means[gphase, :16] + spread * rng.normal(size=(ng, 16)))[grain]
+    spectra = spectra + noise * rng.normal(size=spectra.shape)
+    return probs, _grain_sketches(grain.reshape(rows, cols), rng), spectra, gphase[grain], grain
+
+
+def test_discovery_keeps_one_phase_and_finds_two():
+    rng = np.random.default_rng(2)
+    one = rng.normal(0, 2, (1, 23))
+    splits = 0
+    for _ in range(10):
+        probs, sk, sp, true, _ = _synthetic_scan(rng, one)
+        d = discover_phases(probs, sk, (20, 20), spectra=sp)
+        splits += d.n_phases > 1
+        assert d.n_grains >= 15
+    assert splits <= 1
+    two = rng.normal(0, 2, (2, 23))
+    for _ in range(5):
+        probs, sk, sp, true, _ = _synthetic_scan(rng, two)
+        d = discover_phases(probs, sk, (20, 20), spectra=sp)
+        assert d.n_phases == 2
+        agree = max(np.mean(d.phase == true), np.mean(d.phase == 1 - true))
+        assert agree >= 0.95
+        # phase 0 has the most patterns
+        assert np.sum(d.phase == 0) >= np.sum(d.phase == 1)
+
+
+def test_discovery_leaves_out_unusable_patterns():
+    rng = np.random.default_rng(3)
+    probs, sk, sp, true, _ = _synthetic_scan(rng, rng.normal(0, 2, (2, 23)))
+    probs[5] = np.nan
+    usable = np.ones(400, bool)
+    usable[7] = False
+    d = discover_phases(probs, sk, (20, 20), usable, spectra=sp)
+    assert d.phase[5] == d.phase[7] == d.grain[5] == d.grain[7] == -1
+    assert (d.phase[usable & np.isfinite(probs).all(1)] >= 0).all()
+
+
+# ------------------------------------------------ classify_structure(pool=...)
+
+def _classify(s, **kw):
+    kw.setdefault("verbose", 0)
+    kw.setdefault("show_progressbar", False)
+    return s.classify_structure(**kw)
+
+
+@pytest.fixture(scope="module")
+def render():
+    """Render patterns of held-out (test-split) masters with the data engine's
+    projection and degradation: one 60 x 60 detector, one moderate
+    degradation."""
+    from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
+    from kikuchipy_cnn.training.projection import (
+        DetectorGeometry,
+        MasterSet,
+        detector_directions,
+        project_many,
+        random_quaternions,
+    )
+    from kikuchipy_cnn.training.realism import degrade
+
+    masters = MasterSet(DEFAULT_CACHE, "test")
+    ids = [m["id"] for m in masters.meta]
+    stacks = masters.stacks()
+    dc = detector_directions(DetectorGeometry((60, 60), 0.5, 0.35, 0.6, 70.0, 0.0))
+    realism = dict(contrast=0.5, gamma=1.0, blur=0.5, counts=2000.0, read_noise=0.002,
+                   bg_sigma=0.5, bg_center=(0.0, 0.0), bg_gradient=(0.0, 0.0), bg_floor=0.2,
+                   vignetting=0.0, circular_mask=False, mask_radius=0.5, hot_pixels=0,
+                   dead_pixels=0)
+
+    def scan(structures, seed, rows=12, cols=12, n_grains=12):
+        """EBSD signal of Voronoi grains, each one of ``structures`` (master
+        ids) at a random orientation, every structure in some grain; and the
+        true structure index of every pattern."""
+        rng = np.random.default_rng(seed)
+        seeds = rng.uniform(0, [rows, cols], (n_grains, 2))
+        r, c = np.mgrid[:rows, :cols]
+        grain = ((r.ravel()[:, None] + 0.5 - seeds[:, 0]) ** 2
+                 + (c.ravel()[:, None] + 0.5 - seeds[:, 1]) ** 2).argmin(1)
+        _, grain = np.unique(grain, return_inverse=True)
+        ng = grain.max() + 1
+        gphase = rng.permutation(np.arange(ng) % len(structures))
+        which = np.array([ids.index(i) for i in structures])[gphase][grain]
+        quats = random_quaternions(ng, rng)[grain]
+        clean = np.empty((grain.size, 60, 60), np.float32)
+        for stack, pos in stacks.values():
+            sel = np.flatnonzero(pos[which] >= 0)
+            if sel.size:
+                clean[sel] = project_many(stack, pos[which[sel]], quats[sel], dc, (60, 60))
+        raw = degrade(clean, [realism] * grain.size, rng)
+        return kp.signals.EBSD(raw.reshape(rows, cols, 60, 60)), gphase[grain]
+
+    return scan
+
+
+#: a body-centred cubic structure with a 3.07 Å cell and a face-centred cubic
+#: one with a 10.1 Å cell (held-out structures): clearly different patterns
+BCC_SMALL, FCC_LARGE = "s0-00884", "s1-05275"
+
+
+def _agreement(found, true):
+    ok = found >= 0
+    return max(np.mean(found[ok] == true[ok]), np.mean(found[ok] == 1 - true[ok]))
+
+
+def test_two_phase_scan_gives_two_pooled_phases_and_lazy_equals_eager(render):
+    s, true = render([BCC_SMALL, FCC_LARGE], seed=0)
+    before = s.data.copy()
+    xmap = _classify(s, min_score=0)
+    np.testing.assert_array_equal(s.data, before)
+    pp = xmap.pooled_phases
+    assert len(pp.names) == 2 and xmap.phases.ids == [0, 1]
+    assert pp.n_patterns.sum() == 144 and pp.n_patterns[0] >= pp.n_patterns[1]
+    found = xmap.prop["phase_index"]
+    assert _agreement(found, true) >= 0.95
+    np.testing.assert_array_equal(xmap.phase_id, found)
+    # one class per phase, pooled from all its patterns with the card's beta
+    probs, classes = kikuchipy_cnn.probabilities(xmap)
+    for i in range(2):
+        _, pooled, _ = pool_probabilities(probs[found == i], np.zeros(int(np.sum(found == i)), int),
+                                          tempering=0.75)
+        np.testing.assert_allclose(pp.probabilities[i], pooled[0], rtol=1e-5)
+        assert xmap.phases[i].name == classes[int(pooled.argmax())]
+        np.testing.assert_allclose(xmap.prop["pooled_score"][found == i], pooled.max(), rtol=1e-5)
+    assert xmap.phases[0].color != xmap.phases[1].color
+    # every level from the phase's class
+    lab = kikuchipy_cnn.labels(xmap)["joint"]
+    assert (lab == np.array([xmap.phases[int(i)].name for i in xmap.phase_id])).all()
+    # per-pattern probabilities kept as with pool="none"
+    none = _classify(s, min_score=0, pool="none")
+    np.testing.assert_allclose(probs, kikuchipy_cnn.probabilities(none)[0], rtol=1e-6)
+    np.testing.assert_allclose(xmap.scores, none.scores, rtol=1e-6)
+    # lazy, in several blocks, gives the same
+    lazy = s.as_lazy()
+    lazy.data = lazy.data.rechunk((5, 7, -1, -1))
+    xl = _classify(lazy, min_score=0)
+    np.testing.assert_array_equal(xl.phase_id, xmap.phase_id)
+    np.testing.assert_array_equal(xl.prop["grain_index"], xmap.prop["grain_index"])
+    np.testing.assert_allclose(xl.pooled_phases.probabilities, pp.probabilities, rtol=1e-5)
+
+
+def test_single_phase_scan_is_one_phase(render):
+    for seed in (0, 1):
+        s, _ = render([FCC_LARGE], seed=seed)
+        xmap = _classify(s, min_score=0)
+        assert len(xmap.pooled_phases.names) == 1
+        assert (xmap.phase_id == 0).all() and xmap.pooled_phases.n_grains[0] >= 5
+
+
+def test_masked_and_rejected_patterns_are_never_pooled(render):
+    s, true = render([BCC_SMALL, FCC_LARGE], seed=0)
+    s.data[0, 0] = 0  # blank: rejected by the pattern check
+    mask = np.zeros((12, 12), bool)
+    mask[:, 5] = True
+    xmap = _classify(s, min_score=0, navigation_mask=mask)
+    assert xmap.size == 144 - 12
+    assert xmap.phase_id[0] == -1 and xmap.prop["phase_index"][0] == -1
+    assert xmap.prop["grain_index"][0] == -1 and np.isnan(xmap.prop["pooled_score"][0])
+    assert xmap.pooled_phases.n_patterns.sum() == 144 - 12 - 1
+    found = xmap.prop["phase_index"]
+    assert _agreement(found[1:], true[~mask.ravel()][1:]) >= 0.95
+
+
+def test_min_score_applies_to_the_pooled_probability(render):
+    s, _ = render([FCC_LARGE], seed=0)
+    xmap = _classify(s, min_score=0)
+    pooled = float(xmap.pooled_phases.scores[0])
+    assert pooled > xmap.scores.max()  # more confident than any one pattern
+    between = (pooled + float(xmap.scores.max())) / 2
+    assert (_classify(s, min_score=between, pool="none").phase_id == -1).all()
+    assert (_classify(s, min_score=between).phase_id == 0).all()
+    high = _classify(s, min_score=min(1.0, pooled + 1e-3))
+    assert (high.phase_id == -1).all() and (high.prop["phase_index"] == 0).all()
+    assert high.pooled_phases.phase_ids.tolist() == [-1] and high.phases.ids == [-1]
+
+
+def test_candidate_phases_pool_over_their_classes(render):
+    from orix.crystal_map import Phase, PhaseList
+
+    s, true = render([BCC_SMALL, FCC_LARGE], seed=0)
+    pl = PhaseList([Phase(name="ni", space_group=225), Phase(name="fe", space_group=229),
+                    Phase(name="ti", space_group=194)], ids=[3, 5, 7])
+    xmap = _classify(s, min_score=0, phase_list=pl)
+    assert set(xmap.phases.ids) <= {3, 5, 7}
+    pp = xmap.pooled_phases
+    assert pp.classes == ("cF m-3m", "cI m-3m", "hP 6/mmm") and pp.probabilities.shape == (2, 3)
+    for i in range(2):
+        want = [3, 5, 7][int(pp.probabilities[i].argmax())]
+        assert (xmap.phase_id[xmap.prop["phase_index"] == i] == want).all()
+        assert pp.names[i] == xmap.phases[want].name
+
+
+def test_one_pattern_and_pool_none_are_todays_map(render):
+    s, _ = render([FCC_LARGE], seed=0)
+    one = s.inav[3, 2]
+    a, b = _classify(one, min_score=0), _classify(one, min_score=0, pool="none")
+    assert a.phases.names == b.phases.names and (a.phase_id == b.phase_id).all()
+    assert not hasattr(a, "pooled_phases") and "phase_index" not in a.prop
+    none = _classify(s, min_score=0, pool="none")
+    assert len(none.phases.ids) == 23 and "phase_index" not in none.prop
+    assert not hasattr(none, "pooled_phases")
+
+
+def test_bad_pool_is_refused_first(render):
+    s, _ = render([FCC_LARGE], seed=0)
+    for bad in ("grains", None, 1, "Phases"):
+        with pytest.raises(ValueError, match="pool must be one of 'phases', 'none'"):
+            _classify(s, pool=bad, model="no-such-model")
+
+
+def test_phases_sharing_a_class_are_numbered_with_their_own_colours(tiny_model):
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
+    from kikuchipy_cnn.phases import PhaseDiscovery
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES
+
+    card = resolve_model(tiny_model)
+    k = JOINT_CLASSES.index("cF m-3m")
+    probs = np.full((6, 23), 0.01)
+    probs[:, k] = 0.5
+    probs[4:, JOINT_CLASSES.index("hP 6/mmm")] = 0.6
+    probs /= probs.sum(1, keepdims=True)
+    phase = np.array([0, 0, 1, 1, 2, 2])
+    disc = PhaseDiscovery(grain=phase.copy(), phase=phase, n_grains=3, n_phases=3, split_r2=[])
+    xmap = build_pooled_crystal_map(probs, np.ones(6, bool), disc, card, (2, 3), (1.0, 1.0), "um",
+                                    0.0, None, tempering=0.75)
+    assert xmap.phases.names == ["cF m-3m (1)", "cF m-3m (2)", "hP 6/mmm"]
+    assert len({xmap.phases[i].color for i in range(3)}) == 3
+    assert xmap.phases[0].point_group.name == "m-3m"
+    lab = kikuchipy_cnn.labels(xmap)
+    assert lab["joint"].tolist() == ["cF m-3m"] * 4 + ["hP 6/mmm"] * 2
+    assert lab["crystal_system"].tolist() == ["cubic"] * 4 + ["hexagonal"] * 2
+    summary = kikuchipy_cnn.summary(xmap)
+    assert set(summary) == {"cF m-3m (1)", "cF m-3m (2)", "hP 6/mmm"}

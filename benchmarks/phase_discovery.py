@@ -1,0 +1,269 @@
+"""Phase discovery and pooling of ``classify_structure(pool="phases")`` (issue 14).
+
+Synthetic scans of held-out structures (the test-split master patterns, never seen
+in training), rendered with the data engine's projection and degradation (as
+``benchmarks/pooling_curve.py``): a ``--rows`` x ``--cols`` grid cut into Voronoi
+grains, each grain one structure at one random orientation; one random detector and
+one set of degradation parameters per scan (Poisson and read noise per pattern).
+Scan kinds:
+
+- single: one structure (every test structure once per ``--single`` round);
+- fcc+bcc: a cF m-3m and a cI m-3m structure;
+- cubic+hex: a cubic and a hexagonal (hP 6/m, hP 6/mmm) structure;
+- same lattice: two structures of one Bravais lattice with different cells;
+- three: three structures of different crystal systems.
+
+Each scan is classified with ``pool="none"`` and ``pool="phases"`` (same run, same
+process, alternating order) and scored: phases found = phases present (fraction of
+scans), fraction of patterns in the right phase (discovered phases matched to true
+ones by the largest overlap, Hungarian), and the pooled class of each true phase (that
+of the discovered phase holding most of its patterns) at every level, beside the
+per-pattern accuracy and the pooled accuracy with the true phases given (oracle
+grouping). ``--split val`` runs the same on validation structures (for calibrating
+the discovery constants in ``kikuchipy_cnn.phases``); ``--calibrate`` also prints
+the R² of the first 2-means split of every single-phase scan (``SPLIT_R2`` is the
+bar) and the neighbour similarities within and across grains.
+
+    python benchmarks/phase_discovery.py [--rows 20 --cols 20 --grains 20] [--seed 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+LEVELS = ("crystal_system", "bravais_lattice", "laue_class", "joint")
+
+
+def grain_layout(rows: int, cols: int, n_grains: int, rng) -> np.ndarray:
+    """Voronoi grains on a ``rows`` x ``cols`` grid: grain index per point."""
+    seeds = np.column_stack([rng.uniform(0, rows, n_grains), rng.uniform(0, cols, n_grains)])
+    r, c = np.mgrid[:rows, :cols]
+    d = (r.ravel()[:, None] + 0.5 - seeds[:, 0]) ** 2 + (c.ravel()[:, None] + 0.5 - seeds[:, 1]) ** 2
+    _, grain = np.unique(d.argmin(axis=1), return_inverse=True)  # drop empty grains
+    return grain.reshape(rows, cols)
+
+
+def render_scan(masters, grain_master: np.ndarray, grain: np.ndarray, rng) -> np.ndarray:
+    """Raw patterns ``(rows, cols, r, c)`` of a scan: grain ``g`` shows master
+    ``grain_master[g]`` at one random orientation; one detector and one set of
+    degradation parameters for the scan (kikuchipy_cnn.training's projection
+    and realism, as the data engine renders training patterns)."""
+    from kikuchipy_cnn.training.projection import (
+        detector_directions,
+        project_many,
+        random_geometry,
+        random_quaternions,
+    )
+    from kikuchipy_cnn.training.realism import degrade, random_realism
+
+    rows, cols = grain.shape
+    g = grain.ravel()
+    quats = random_quaternions(int(g.max()) + 1, rng)[g]
+    midx = np.asarray(grain_master)[g]
+    geom = random_geometry(rng)
+    shape = geom.render_shape
+    dc = detector_directions(geom, shape)
+    clean = np.empty((g.size, *shape), dtype=np.float32)
+    for stack, pos in masters.stacks().values():
+        sel = np.flatnonzero(pos[midx] >= 0)
+        if sel.size:
+            clean[sel] = project_many(stack, pos[midx[sel]], quats[sel], dc, shape)
+    params = random_realism(rng)
+    raw = degrade(clean, [params] * g.size, rng, binning=geom.binning)
+    return raw.reshape(rows, cols, *shape)
+
+
+def scan_plans(masters, args, rng) -> list[tuple[str, list[int]]]:
+    """(kind, master indices) of every scan."""
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
+
+    lab = [JOINT_CLASSES[i] for i in masters.labels]
+    info = [joint_class_info(x) for x in lab]
+    by = lambda f: [i for i in range(len(lab)) if f(i)]  # noqa: E731
+    fcc, bcc = by(lambda i: lab[i] == "cF m-3m"), by(lambda i: lab[i] == "cI m-3m")
+    cubic = by(lambda i: info[i]["crystal_system"] == "cubic")
+    hexa = by(lambda i: info[i]["crystal_system"] == "hexagonal")
+    lattices = {}
+    for i in range(len(lab)):
+        lattices.setdefault(info[i]["bravais_lattice"], []).append(i)
+    same = [v for v in lattices.values() if len(v) >= 2]
+    plans = []
+    for _ in range(args.single):
+        plans += [("single", [i]) for i in range(len(lab))]
+    for _ in range(args.pairs):
+        if fcc and bcc:
+            plans.append(("fcc+bcc", [int(rng.choice(fcc)), int(rng.choice(bcc))]))
+        if cubic and hexa:
+            plans.append(("cubic+hex", [int(rng.choice(cubic)), int(rng.choice(hexa))]))
+        if same:
+            pair = rng.choice(same[int(rng.integers(len(same)))], 2, replace=False)
+            plans.append(("same lattice", [int(p) for p in pair]))
+        systems = {}
+        for i in range(len(lab)):
+            systems.setdefault(info[i]["crystal_system"], []).append(i)
+        three = rng.choice(sorted(systems), 3, replace=False)
+        plans.append(("three", [int(rng.choice(systems[s])) for s in three]))
+    return plans
+
+
+def assign_phases(grain: np.ndarray, n_phases: int, rng) -> np.ndarray:
+    """True phase of every grain: each phase gets at least one grain."""
+    n = int(grain.max()) + 1
+    while True:
+        ph = rng.integers(0, n_phases, n)
+        if len(np.unique(ph)) == n_phases:
+            return ph
+
+
+def match(true: np.ndarray, found: np.ndarray) -> float:
+    """Fraction of patterns whose discovered phase is matched to their true
+    phase (largest total overlap, one discovered phase per true phase)."""
+    from scipy.optimize import linear_sum_assignment
+
+    ok = found >= 0
+    t, f = true[ok], found[ok]
+    table = np.zeros((t.max() + 1, f.max() + 1))
+    np.add.at(table, (t, f), 1)
+    r, c = linear_sum_assignment(-table)
+    return float(table[r, c].sum() / max(ok.sum(), 1))
+
+
+def level_hits(probs, classes, truth: str) -> list[bool]:
+    from kikuchipy_cnn.symmetry import joint_class_info, level_names, marginalise
+
+    out = []
+    for level in LEVELS:
+        p = probs if level == "joint" else marginalise(probs[None], classes, level)[0]
+        names = classes if level == "joint" else level_names(level)
+        want = truth if level == "joint" else joint_class_info(truth)[level]
+        out.append(names[int(np.argmax(p))] == want)
+    return out
+
+
+def classify(s, pool, model):
+    t = time.perf_counter()
+    xmap = s.classify_structure(model=model, pool=pool, verbose=0, show_progressbar=False)
+    return xmap, time.perf_counter() - t
+
+
+def main(argv=None):
+    import kikuchipy as kp
+
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.crystal_map import probabilities
+    from kikuchipy_cnn.phases import pool_probabilities
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES
+    from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
+    from kikuchipy_cnn.training.projection import MasterSet
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="kcnn-resnet-s")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--cols", type=int, default=20)
+    ap.add_argument("--grains", type=int, default=20, help="Voronoi seeds per scan")
+    ap.add_argument("--single", type=int, default=1, help="rounds of single-phase scans")
+    ap.add_argument("--pairs", type=int, default=10, help="scans of every multi-phase kind")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--calibrate", action="store_true")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    card = resolve_model(args.model)
+    masters = MasterSet(DEFAULT_CACHE, args.split)
+    rng = np.random.default_rng(args.seed)
+    plans = scan_plans(masters, args, rng)
+    print(f"{len(plans)} scans of {args.rows} x {args.cols} patterns, ~{args.grains} grains, "
+          f"{args.split} structures, model {card.name} {card.version}")
+    rows = {}
+    t_none = t_phases = 0.0
+    r2_single, sim_in, sim_out = [], [], []
+    for k, (kind, mids) in enumerate(plans):
+        grain = grain_layout(args.rows, args.cols, args.grains, rng)
+        gphase = assign_phases(grain, len(mids), rng)
+        true = gphase[grain.ravel()]
+        raw = render_scan(masters, np.asarray(mids)[gphase], grain, rng)
+        s = kp.signals.EBSD(raw)
+        order = ("none", "phases") if k % 2 == 0 else ("phases", "none")
+        maps = {}
+        for pool in order:
+            maps[pool], dt = classify(s, pool, card)
+            if pool == "none":
+                t_none += dt
+            else:
+                t_phases += dt
+        x, x0 = maps["phases"], maps["none"]
+        found = np.asarray(x.prop["phase_index"])
+        usable = found >= 0
+        pp = x.pooled_phases
+        r = rows.setdefault(kind, {"scans": 0, "right_n": 0, "assigned": [], "hits": [],
+                                   "oracle": [], "pattern": [], "n_found": []})
+        r["scans"] += 1
+        r["n_found"].append(len(pp.names))
+        r["right_n"] += int(len(pp.names) == len(mids))
+        r["assigned"].append(match(true[usable], found[usable]) if usable.any() else 0.0)
+        probs, classes = probabilities(x0)
+        for p, m in enumerate(mids):
+            truth = JOINT_CLASSES[masters.labels[m]]
+            sel = usable & (true == p)
+            if not sel.any():
+                continue
+            major = np.bincount(found[sel]).argmax()
+            r["hits"].append(level_hits(pp.probabilities[major], pp.classes, truth))
+            _, oracle, _ = pool_probabilities(probs[sel], np.zeros(int(sel.sum()), int),
+                                              tempering=card.pool_tempering)
+            r["oracle"].append(level_hits(oracle[0], classes, truth))
+            r["pattern"].append(np.mean([level_hits(q, classes, truth) for q in probs[sel]], axis=0))
+        if args.calibrate:
+            from kikuchipy_cnn.phases import discover_phases, pattern_sketches, pattern_spectra
+            from kikuchipy_cnn.preprocessing import preprocess
+
+            xin, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), card.preprocessing)
+            sk = pattern_sketches(xin, valid)
+            ok = np.isfinite(probs).all(axis=1)
+            g = grain.ravel()
+            for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
+                ia = np.arange(g.size).reshape(grain.shape)[a].ravel()
+                ib = np.arange(g.size).reshape(grain.shape)[b].ravel()
+                sim = np.einsum("ij,ij->i", sk[ia], sk[ib])
+                sim_in += list(sim[g[ia] == g[ib]])
+                sim_out += list(sim[g[ia] != g[ib]])
+            if kind == "single":
+                d = discover_phases(probs, sk, grain.shape, ok, spectra=pattern_spectra(xin, valid),
+                                    split_r2=(0.0, 0.0), max_phases=2)
+                r2_single.append(d.split_r2[0] if d.split_r2 else 0.0)
+        if (k + 1) % 20 == 0:
+            print(f"  {k + 1} scans, {time.perf_counter() - t0:.0f} s", flush=True)
+
+    print("\n| scans | n | phases found = present | patterns in the right phase | pooled: system "
+          "| Bravais | Laue | joint | per pattern: system / Bravais / Laue / joint "
+          "| true grouping pooled: system / Bravais / Laue / joint |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, r in rows.items():
+        h = np.array(r["hits"], float).mean(axis=0)
+        o = np.array(r["oracle"], float).mean(axis=0)
+        pt = np.array(r["pattern"], float).mean(axis=0)
+        print(f"| {kind} | {r['scans']} | {r['right_n'] / r['scans']:.2f} "
+              f"| {np.mean(r['assigned']):.3f} | " + " | ".join(f"{v:.2f}" for v in h)
+              + " | " + " / ".join(f"{v:.2f}" for v in pt)
+              + " | " + " / ".join(f"{v:.2f}" for v in o) + " |")
+    for kind, r in rows.items():
+        print(f"  {kind}: phases found per scan {np.bincount(r['n_found']).tolist()} (index = count)")
+    print(f"\npool='phases' / pool='none' time: {t_phases / t_none:.3f} "
+          f"({t_phases:.1f} s / {t_none:.1f} s)")
+    if args.calibrate:
+        r2 = np.array(r2_single)
+        print(f"single-phase first-split R²: quantiles 50/90/95/99/max "
+              f"{np.round(np.quantile(r2, [0.5, 0.9, 0.95, 0.99, 1.0]), 3).tolist()}")
+        si, so = np.array(sim_in), np.array(sim_out)
+        print(f"neighbour similarity within grains: quantiles 1/5/50 % "
+              f"{np.round(np.quantile(si, [0.01, 0.05, 0.5]), 3).tolist()}; across grains "
+              f"50/95/99/max {np.round(np.quantile(so, [0.5, 0.95, 0.99, 1.0]), 3).tolist()}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
