@@ -25,6 +25,12 @@ the R² of the first 2-means split of every single-phase scan (``SPLIT_R2`` is t
 bar) and the neighbour similarities within and across grains.
 
     python benchmarks/phase_discovery.py [--rows 20 --cols 20 --grains 20] [--seed 3]
+
+``--figure PATH`` instead draws one rendered two-phase scan (an fcc and a bcc
+held-out structure) classified with ``pool="none"`` and ``pool="phases"`` (the
+figure of ``docs/phases.md``):
+
+    python benchmarks/phase_discovery.py --figure docs/_static/phase_discovery_fcc_bcc.png
 """
 
 from __future__ import annotations
@@ -149,6 +155,73 @@ def classify(s, pool, model):
     return xmap, time.perf_counter() - t
 
 
+def _colour_map(xmap, shape):
+    """RGB image of a map's phases (white: not classified)."""
+    from matplotlib.colors import to_rgb
+
+    img = np.ones((xmap.is_in_data.size, 3))
+    ids = np.full(xmap.is_in_data.size, -1)
+    ids[xmap.is_in_data] = xmap.phase_id
+    for i, phase in xmap.phases:
+        if i != -1:
+            img[ids == i] = to_rgb(phase.color)
+    return img.reshape(*shape, 3)
+
+
+def figure(path, masters, card, args):
+    """True phases, the per-pattern map and the discovered, pooled phases of a
+    rendered fcc + bcc scan."""
+    import kikuchipy as kp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES
+
+    rng = np.random.default_rng(args.seed)
+    lab = [JOINT_CLASSES[i] for i in masters.labels]
+    mids = [lab.index("cF m-3m"), lab.index("cI m-3m")]
+    grain = grain_layout(args.rows, args.cols, args.grains, rng)
+    gphase = assign_phases(grain, 2, rng)
+    s = kp.signals.EBSD(render_scan(masters, np.asarray(mids)[gphase], grain, rng))
+    none = s.classify_structure(model=card, pool="none", min_score=0, verbose=0, show_progressbar=False)
+    pooled = s.classify_structure(model=card, min_score=0, verbose=0, show_progressbar=False)
+    true_rgb = np.array([[0.12, 0.47, 0.71], [0.84, 0.15, 0.16]])[gphase[grain]]
+    fig, ax = plt.subplots(1, 4, figsize=(13, 4.2), constrained_layout=True)
+    edges = np.zeros(grain.shape, bool)
+    g = np.asarray(pooled.prop["grain_index"]).reshape(grain.shape)
+    edges[:, 1:] |= g[:, 1:] != g[:, :-1]
+    edges[1:, :] |= g[1:, :] != g[:-1, :]
+    panels = [
+        (true_rgb, f"true phases: {lab[mids[0]]} ({masters.meta[mids[0]]['id']}),\n"
+                   f"{lab[mids[1]]} ({masters.meta[mids[1]]['id']})", None),
+        (_colour_map(none, grain.shape), 'pool="none": one class per pattern', none),
+        (np.where(edges[..., None], 0.0, 0.85) * np.ones(3), "grains found\n(neighbour similarity)", None),
+        (_colour_map(pooled, grain.shape), 'pool="phases" (default):\none pooled class per phase', pooled),
+    ]
+    for a, (img, title, xmap) in zip(ax, panels):
+        a.imshow(img, interpolation="nearest")
+        a.set_title(title, fontsize=10)
+        a.set_xticks([])
+        a.set_yticks([])
+        if xmap is not None:
+            ids, counts = np.unique(xmap.phase_id[xmap.phase_id >= 0], return_counts=True)
+            top = ids[np.argsort(-counts)][:6]
+            handles = [Patch(color=xmap.phases[int(i)].color, label=xmap.phases[int(i)].name)
+                       for i in top]
+            if xmap is pooled:
+                handles = [Patch(color=xmap.phases[int(i)].color,
+                                 label=f"{xmap.phases[int(i)].name} "
+                                 f"({xmap.pooled_phases.scores[int(i)]:.2f})") for i in top]
+            a.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02),
+                     ncol=2, fontsize=8, frameon=False)
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+    print(pooled.pooled_phases)
+
+
 def main(argv=None):
     import kikuchipy as kp
 
@@ -169,11 +242,14 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=10, help="scans of every multi-phase kind")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--figure", default=None, metavar="PATH")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     card = resolve_model(args.model)
     masters = MasterSet(DEFAULT_CACHE, args.split)
+    if args.figure:
+        return figure(args.figure, masters, card, args)
     rng = np.random.default_rng(args.seed)
     plans = scan_plans(masters, args, rng)
     print(f"{len(plans)} scans of {args.rows} x {args.cols} patterns, ~{args.grains} grains, "

@@ -219,14 +219,22 @@ def pattern_spectra(x: np.ndarray, valid: np.ndarray | None = None,
     if x.ndim == 4:
         x = x[:, 0]
     n, rows, cols = x.shape
-    power = np.abs(np.fft.fft2(x)) ** 2
-    radius = np.hypot(np.fft.fftfreq(rows)[:, None], np.fft.fftfreq(cols)[None, :])
-    which = np.digitize(radius, np.geomspace(1 / max(rows, cols), 0.5, bins + 1)) - 1
-    out = np.zeros((n, bins), np.float64)
-    for i in range(bins):
-        sel = which == i
-        if sel.any():
-            out[:, i] = np.log(power[:, sel].mean(axis=1) + 1e-12)
+    # the mean power over each ring of the full plane, from the half plane of
+    # the real FFT (interior columns stand for two frequencies): one product
+    power = np.abs(np.fft.rfft2(x)) ** 2
+    radius = np.hypot(np.fft.fftfreq(rows)[:, None], np.fft.rfftfreq(cols)[None, :])
+    which = (np.digitize(radius, np.geomspace(1 / max(rows, cols), 0.5, bins + 1)) - 1).ravel()
+    mult = np.full(radius.shape, 2.0)
+    mult[:, 0] = 1
+    if cols % 2 == 0:
+        mult[:, -1] = 1
+    inside = (which >= 0) & (which < bins)
+    ring = np.zeros((radius.size, bins))
+    ring[np.flatnonzero(inside), which[inside]] = mult.ravel()[inside]
+    filled = ring.sum(axis=0) > 0
+    ring[:, filled] /= ring[:, filled].sum(axis=0)
+    out = np.zeros((n, bins))
+    out[:, filled] = np.log(power.reshape(n, -1).astype(np.float64) @ ring[:, filled] + 1e-12)
     out -= out.mean(axis=1, keepdims=True)
     ok = np.isfinite(out).all(axis=1)
     if valid is not None:
