@@ -62,7 +62,10 @@ from kikuchipy_cnn.lattice import _quiet_spglib, reconstruct_lattice
 __all__ = ["PCEstimate", "check_detector", "estimate_pc"]
 
 #: Largest relative metric tolerance at which a pattern's lattice symmetry is
-#: looked for at the starting PC (a PC error of 0.05 shears a metric by ~5 %).
+#: looked for at the starting PC (a PC error of 0.05 shears a metric by ~5 %;
+#: with 60 px real patterns' band directions, kikuchipy's Ni scan 0.03 off
+#: reaches cF only at 0.15-0.2; a wrong lattice reached this way is mostly
+#: dropped by the fit, see docs/bands.md).
 SYMMETRY_TOLERANCE = 0.2
 
 #: Relative metric tolerances tried, tightest first, up to SYMMETRY_TOLERANCE.
