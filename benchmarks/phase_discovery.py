@@ -26,9 +26,10 @@ bar) and the neighbour similarities within and across grains.
 
     python benchmarks/phase_discovery.py [--rows 20 --cols 20 --grains 20] [--seed 3]
 
-``--figure PATH`` instead draws one rendered two-phase scan (an fcc and a bcc
-held-out structure) classified with ``pool="none"`` and ``pool="phases"`` (the
-figure of ``docs/phases.md``):
+``--figure PATH`` instead draws one rendered two-phase scan (by default a
+large-cell fcc and a small-cell bcc held-out structure, ``--figure-structures``)
+classified with ``pool="none"`` and ``pool="phases"`` (the figure of
+``docs/phases.md``):
 
     python benchmarks/phase_discovery.py --figure docs/_static/phase_discovery_fcc_bcc.png
 """
@@ -169,8 +170,8 @@ def _colour_map(xmap, shape):
 
 
 def figure(path, masters, card, args):
-    """True phases, the per-pattern map and the discovered, pooled phases of a
-    rendered fcc + bcc scan."""
+    """True phases, the per-pattern map, the grains and the discovered, pooled
+    phases of a rendered two-phase scan."""
     import kikuchipy as kp
     import matplotlib
 
@@ -182,7 +183,8 @@ def figure(path, masters, card, args):
 
     rng = np.random.default_rng(args.seed)
     lab = [JOINT_CLASSES[i] for i in masters.labels]
-    mids = [lab.index("cF m-3m"), lab.index("cI m-3m")]
+    ids = [m["id"] for m in masters.meta]
+    mids = [ids.index(i) for i in args.figure_structures.split(",")]
     grain = grain_layout(args.rows, args.cols, args.grains, rng)
     gphase = assign_phases(grain, 2, rng)
     s = kp.signals.EBSD(render_scan(masters, np.asarray(mids)[gphase], grain, rng))
@@ -190,15 +192,16 @@ def figure(path, masters, card, args):
     pooled = s.classify_structure(model=card, min_score=0, verbose=0, show_progressbar=False)
     true_rgb = np.array([[0.12, 0.47, 0.71], [0.84, 0.15, 0.16]])[gphase[grain]]
     fig, ax = plt.subplots(1, 4, figsize=(13, 4.2), constrained_layout=True)
-    edges = np.zeros(grain.shape, bool)
     g = np.asarray(pooled.prop["grain_index"]).reshape(grain.shape)
-    edges[:, 1:] |= g[:, 1:] != g[:, :-1]
-    edges[1:, :] |= g[1:, :] != g[:-1, :]
+    palette = plt.get_cmap("tab20")(np.arange(20))[:, :3]
+    grain_rgb = palette[np.random.default_rng(0).permutation(max(20, g.max() + 1))[g] % 20]
+    single = np.bincount(g.ravel())[g] == 1
+    grain_rgb[single] = 0.0  # grains of one pattern: black
     panels = [
         (true_rgb, f"true phases: {lab[mids[0]]} ({masters.meta[mids[0]]['id']}),\n"
                    f"{lab[mids[1]]} ({masters.meta[mids[1]]['id']})", None),
         (_colour_map(none, grain.shape), 'pool="none": one class per pattern', none),
-        (np.where(edges[..., None], 0.0, 0.85) * np.ones(3), "grains found\n(neighbour similarity)", None),
+        (grain_rgb, "grains found (neighbour similarity;\nblack: grains of one pattern)", None),
         (_colour_map(pooled, grain.shape), 'pool="phases" (default):\none pooled class per phase', pooled),
     ]
     for a, (img, title, xmap) in zip(ax, panels):
@@ -218,7 +221,10 @@ def figure(path, masters, card, args):
             a.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02),
                      ncol=2, fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+    found = np.asarray(pooled.prop["phase_index"])
+    ok = found >= 0
+    print(f"wrote {path}; patterns in the right phase: "
+          f"{match(gphase[grain.ravel()][ok], found[ok]):.3f}")
     print(pooled.pooled_phases)
 
 
@@ -243,6 +249,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--figure", default=None, metavar="PATH")
+    ap.add_argument("--figure-structures", default="s1-05275,s0-00884", metavar="ID,ID",
+                    help="master ids of the figure's two structures (default: a cF m-3m with "
+                    "a 10.1 A cell and a cI m-3m with a 3.07 A cell, test split)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
