@@ -337,7 +337,7 @@ def test_bad_pool_is_refused_first(render):
             _classify(s, pool=bad, model="no-such-model")
 
 
-def test_phases_sharing_a_class_are_numbered_with_their_own_colours(tiny_model):
+def test_phases_sharing_a_class_are_numbered_with_their_own_colours(tiny_model, tmp_path):
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
     from kikuchipy_cnn.phases import PhaseDiscovery
@@ -361,3 +361,13 @@ def test_phases_sharing_a_class_are_numbered_with_their_own_colours(tiny_model):
     assert lab["crystal_system"].tolist() == ["cubic"] * 4 + ["hexagonal"] * 2
     summary = kikuchipy_cnn.summary(xmap)
     assert set(summary) == {"cF m-3m (1)", "cF m-3m (2)", "hP 6/mmm"}
+    # saved and read back with the numbered names and the integer properties
+    from orix import io
+
+    from kikuchipy_cnn.io import save_crystal_map
+
+    save_crystal_map(xmap, tmp_path / "pooled.ang")
+    for path in (tmp_path / "pooled.ang", tmp_path / "pooled.ang.h5"):
+        back = io.load(path)
+        assert [back.phases[i].name for i in range(3)] == xmap.phases.names
+    np.testing.assert_array_equal(back.prop["phase_index"], phase)
