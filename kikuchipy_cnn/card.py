@@ -167,6 +167,19 @@ class ModelCard:
         return float(pooling.get("tempering", POOL_TEMPERING))
 
     @property
+    def pool_split_r2(self) -> tuple[float, float]:
+        """``(a, b)`` of the bar ``a + b / n`` that a split of ``n`` grains
+        into two phases must pass in ``classify_structure(pool="phases")``
+        (:func:`~kikuchipy_cnn.phases.discover_phases`): the card's optional
+        ``pooling: {split_r2: [a, b]}``, calibrated for the model on
+        single-phase scans, else :data:`kikuchipy_cnn.phases.SPLIT_R2`."""
+        from kikuchipy_cnn.phases import SPLIT_R2
+
+        pooling = self.data.get("pooling") or {}
+        a, b = pooling.get("split_r2", SPLIT_R2)
+        return float(a), float(b)
+
+    @property
     def saliency_methods(self) -> tuple[str, ...]:
         return tuple(self.data.get("saliency", ["occlusion"]))
 
@@ -244,16 +257,28 @@ class ModelCard:
             raise ModelCardError(f"{where}: min_score must be in [0, 1]")
         pooling = d.get("pooling")
         if pooling is not None:
-            beta = pooling.get("tempering") if isinstance(pooling, dict) else None
-            try:
-                ok = beta is not None and np.isfinite(float(beta)) and float(beta) >= 0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ModelCardError(
-                    f"{where}: pooling must be a mapping with 'tempering', a finite number "
-                    f">= 0 (the beta of kikuchipy_cnn.phases.pool_probabilities), not {pooling!r}"
-                )
+            self._validate_pooling(pooling, where)
+
+    @staticmethod
+    def _validate_pooling(pooling, where):
+        """The optional ``pooling`` mapping: ``tempering`` (a number >= 0)
+        and/or ``split_r2`` (two numbers), nothing else."""
+        bad = not isinstance(pooling, dict) or not pooling or set(pooling) - {"tempering", "split_r2"}
+        try:
+            if not bad and "tempering" in pooling:
+                beta = float(pooling["tempering"])
+                bad = not (np.isfinite(beta) and beta >= 0)
+            if not bad and "split_r2" in pooling:
+                ab = np.asarray(pooling["split_r2"], dtype=np.float64)
+                bad = ab.shape != (2,) or not np.isfinite(ab).all()
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise ModelCardError(
+                f"{where}: pooling must be a mapping with 'tempering' (a finite number >= 0, the "
+                "beta of kikuchipy_cnn.phases.pool_probabilities) and/or 'split_r2' (two numbers "
+                f"[a, b], see kikuchipy_cnn.phases.SPLIT_R2), not {pooling!r}"
+            )
 
     def verify_weights(self):
         """Raise :class:`WeightsError` unless the weights file exists and its

@@ -578,7 +578,10 @@ def classify_structure(
         and each phase's patterns are pooled with
         :func:`~kikuchipy_cnn.phases.pool_probabilities` (tempering from the
         card's ``pooling: {tempering: β}``, else
-        :data:`~kikuchipy_cnn.phases.POOL_TEMPERING`). ``min_score`` then
+        :data:`~kikuchipy_cnn.phases.POOL_TEMPERING`; the bar for splitting
+        phases from its ``pooling: {split_r2: [a, b]}``, else
+        :data:`~kikuchipy_cnn.phases.SPLIT_R2`; both were fitted for
+        ``kcnn-resnet-s`` 0.2.0). ``min_score`` then
         applies to the *pooled* top probability: all patterns of a phase
         below it get ``phase_id = -1``. Masked, rejected and unusable
         patterns are never pooled. With one classified pattern the result is
@@ -708,7 +711,8 @@ def classify_structure(
         from kikuchipy_cnn.phases import discover_phases
 
         spectra, sketches = unpack_sketches(out[:, n_classes + 1 : -2], card)
-        discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra)
+        discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra,
+                                    split_r2=card.pool_split_r2)
         xmap = build_pooled_crystal_map(
             probs, classified, discovery, card, nav_shape, step_sizes, scan_unit,
             float(min_score), mask, phase_list, tempering=card.pool_tempering,

@@ -371,3 +371,35 @@ def test_phases_sharing_a_class_are_numbered_with_their_own_colours(tiny_model, 
         back = io.load(path)
         assert [back.phases[i].name for i in range(3)] == xmap.phases.names
     np.testing.assert_array_equal(back.prop["phase_index"], phase)
+
+
+def test_card_pooling_settings_are_optional_read_and_validated(tmp_path, tiny_card_path, render):
+    import shutil
+
+    import yaml
+
+    from kikuchipy_cnn.card import ModelCard, ModelCardError
+    from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
+
+    plain = ModelCard.from_file(tiny_card_path)  # a card without them stays valid
+    assert plain.pool_tempering == POOL_TEMPERING and plain.pool_split_r2 == SPLIT_R2
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_card_path.parent, d)
+    path = d / "card.yaml"
+    data = yaml.safe_load(path.read_text())
+
+    def card_with(pooling):
+        path.write_text(yaml.safe_dump({**data, "pooling": pooling}))
+        return ModelCard.from_file(path)
+
+    for bad in ({"tempering": -1}, {"tempering": "x"}, {"split_r2": [0.4]}, {"beta": 1}, [0.5], {}):
+        with pytest.raises(ModelCardError, match="pooling must be a mapping"):
+            card_with(bad)
+    s, _ = render([FCC_LARGE], seed=0)
+    default = _classify(s, model=plain, min_score=0)
+    card = card_with({"tempering": 0.0, "split_r2": [0.0, 0.0]})
+    assert card.pool_tempering == 0.0 and card.pool_split_r2 == (0.0, 0.0)
+    xmap = _classify(s, model=card, min_score=0)
+    assert xmap.pooled_phases.tempering == 0.0 and default.pooled_phases.tempering == POOL_TEMPERING
+    # no bar: the single phase is cut up
+    assert len(xmap.pooled_phases.names) > len(default.pooled_phases.names)
