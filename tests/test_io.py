@@ -63,6 +63,7 @@ def ni():
 
 
 def classify(signal, model, **kw):
+    kw.setdefault("pool", "none")  # per-pattern scores: maps with classified and unclassified points
     return signal.classify_structure(model=model, verbose=0, show_progressbar=False, **kw)
 
 
