@@ -614,8 +614,11 @@ def classify_structure(
         ``"cF m-3m (1)"``, ``"cF m-3m (2)"``, when two phases share a class),
         each in its own colour; with ``phase_list``, the candidate phase of
         each discovered phase's pooled class (candidates' ids and names).
-        The per-pattern properties above are kept (the level scores are
-        those of the pattern's assigned class), plus ``"phase_index"`` (the
+        The per-pattern properties above are kept, but ``"scores"``,
+        ``"margin"`` and the level scores are those of the class the pattern
+        is assigned (its phase's pooled class), so no level's score is below
+        the joint score; ``"pattern_score"`` is the pattern's own top
+        probability (``"scores"`` of ``pool="none"``). Plus ``"phase_index"`` (the
         discovered phase of every pattern, also where it is below
         ``min_score``), ``"grain_index"`` (its grain) and ``"pooled_score"``
         (its phase's pooled top probability), -1 / NaN where not classified.

@@ -98,18 +98,31 @@ def _restrict(probs, card, phase_list):
     return phase_list.deepcopy(), ids, restricted, tuple(classes[c] for c in columns)
 
 
-def _pattern_props(probs, classified, classes, restricted, dec):
-    """Per-pattern properties: top probability, margin, the level scores of
-    the decision ``dec`` and every class's probability; and the scores."""
+def _pattern_props(probs, classified, classes, restricted, dec, assigned=False):
+    """Per-pattern properties: score, margin, the level scores of the
+    decision ``dec`` and every class's probability; and the scores.
+
+    The score is the probability of the pattern's own most probable class,
+    or with ``assigned`` that of the class ``dec`` assigns it (pooled maps),
+    so the joint score is never above a level's; the margin is the score
+    less the most probable other class's probability (negative where the
+    assigned class is not the pattern's own top class). With ``assigned``,
+    ``"pattern_score"`` is the pattern's own top probability."""
     n = probs.shape[0]
-    top1 = np.nanargmax(np.where(classified[:, None], restricted, -1), axis=1)
+    own = np.nanargmax(np.where(classified[:, None], restricted, -1), axis=1)
+    top1 = np.where(dec.index >= 0, dec.index, own) if assigned else own
     score = np.take_along_axis(restricted, top1[:, None], axis=1)[:, 0]
     if restricted.shape[1] > 1:
-        second = np.sort(np.nan_to_num(restricted, nan=-1), axis=1)[:, -2]
+        others = np.nan_to_num(restricted, nan=-1)
+        np.put_along_axis(others, top1[:, None], -np.inf, axis=1)
+        second = others.max(axis=1)
     else:
         second = np.zeros(n, dtype=probs.dtype)
     score = np.where(classified, score, np.nan)
     prop = {"scores": score, "margin": score - second}
+    if assigned:
+        own_score = np.take_along_axis(restricted, own[:, None], axis=1)[:, 0]
+        prop["pattern_score"] = np.where(classified, own_score, np.nan)
     for level in LEVELS:
         prop[f"{level}_score"] = dec.scores[level]
     for i, label in enumerate(classes):
@@ -185,8 +198,12 @@ def build_pooled_crystal_map(
     candidates, phase ``i`` has id ``i`` and is named by its pooled class
     (numbered when two phases share one); with candidates, the candidate
     phase of the pooled class (ids and names the user's). Properties: those
-    of :func:`build_crystal_map` (the patterns' own probabilities; the level
-    scores are those of the class the pattern is assigned), plus
+    of :func:`build_crystal_map` (the patterns' own class probabilities), but
+    ``"scores"`` is each pattern's probability of the class it is assigned,
+    ``"margin"`` is measured from it and the level scores are those of that
+    class (so no level's score is below the joint score); ``"pattern_score"``
+    is the pattern's own top probability (``"scores"`` of ``pool="none"``);
+    plus
     ``"phase_index"`` and ``"grain_index"`` (the discovered phase and grain
     of each pattern, -1 where not classified) and ``"pooled_score"`` (its
     phase's pooled top probability). ``xmap.pooled_phases`` is a
@@ -225,7 +242,7 @@ def build_pooled_crystal_map(
     index = np.where(row >= 0, top[np.maximum(row, 0)], -1)
     dec = decision_for_index(np.where(classified[:, None], restricted, np.nan),
                              restricted_classes, index)
-    prop, _ = _pattern_props(probs, classified, card.classes, restricted, dec)
+    prop, _ = _pattern_props(probs, classified, card.classes, restricted, dec, assigned=True)
     phase_id = np.where(row >= 0, phase_ids[np.maximum(row, 0)], -1).astype(int)
     prop["phase_index"] = np.where(row >= 0, labels_[np.maximum(row, 0)], -1).astype(np.int32)
     prop["grain_index"] = np.where(classified, discovery.grain, -1).astype(np.int32)

@@ -258,7 +258,10 @@ def test_two_phase_scan_gives_two_pooled_phases_and_lazy_equals_eager(render):
     # per-pattern probabilities kept as with pool="none"
     none = _classify(s, min_score=0, pool="none")
     np.testing.assert_allclose(probs, kikuchipy_cnn.probabilities(none)[0], rtol=1e-6)
-    np.testing.assert_allclose(xmap.scores, none.scores, rtol=1e-6)
+    np.testing.assert_allclose(xmap.prop["pattern_score"], none.scores, rtol=1e-6)
+    # the score of each pattern is its probability of its phase's class
+    assigned = np.array([classes.index(xmap.phases[int(i)].name) for i in xmap.phase_id])
+    np.testing.assert_allclose(xmap.scores, probs[np.arange(144), assigned], rtol=1e-6)
     # lazy, in several blocks, gives the same
     lazy = s.as_lazy()
     lazy.data = lazy.data.rechunk((5, 7, -1, -1))
@@ -294,8 +297,9 @@ def test_min_score_applies_to_the_pooled_probability(render):
     s, _ = render([FCC_LARGE], seed=0)
     xmap = _classify(s, min_score=0)
     pooled = float(xmap.pooled_phases.scores[0])
-    assert pooled > xmap.scores.max()  # more confident than any one pattern
-    between = (pooled + float(xmap.scores.max())) / 2
+    own = float(xmap.prop["pattern_score"].max())
+    assert pooled > own  # more confident than any one pattern
+    between = (pooled + own) / 2
     assert (_classify(s, min_score=between, pool="none").phase_id == -1).all()
     assert (_classify(s, min_score=between).phase_id == 0).all()
     high = _classify(s, min_score=min(1.0, pooled + 1e-3))
