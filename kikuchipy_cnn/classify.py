@@ -583,7 +583,9 @@ def classify_structure(
         :data:`~kikuchipy_cnn.phases.SPLIT_R2`; both were fitted for
         ``kcnn-resnet-s`` 0.2.0). ``min_score`` then
         applies to the *pooled* top probability: all patterns of a phase
-        below it get ``phase_id = -1``. Masked, rejected and unusable
+        below it get ``phase_id = -1`` and, like patterns below ``min_score``
+        with ``"none"``, are reported (labels, scores) with their own most
+        probable class. Masked, rejected and unusable
         patterns are never pooled. With one classified pattern the result is
         that of ``"none"``. ``"none"``: one class per pattern.
 

@@ -199,7 +199,9 @@ def build_pooled_crystal_map(
     (numbered when two phases share one); with candidates, the candidate
     phase of the pooled class (ids and names the user's). Properties: those
     of :func:`build_crystal_map` (the patterns' own class probabilities), but
-    ``"scores"`` is each pattern's probability of the class it is assigned,
+    ``"scores"`` is each pattern's probability of the class it is assigned
+    (its phase's pooled class where it has a phase, else, below
+    ``min_score``, its own most probable class as in :func:`decision`),
     ``"margin"`` is measured from it and the level scores are those of that
     class (so no level's score is below the joint score); ``"pattern_score"``
     is the pattern's own top probability (``"scores"`` of ``pool="none"``);
@@ -236,14 +238,17 @@ def build_pooled_crystal_map(
     else:
         phase_ids = np.where(keep, ids[top], -1)
         names = [phases[int(ids[c])].name for c in top]
-    # each pattern: its phase's pooled class where it has a discovered phase
+    # each pattern: its phase's pooled class where it has a phase (a
+    # discovered phase at or above min_score), else its own decision, as
+    # decision() and labels() read the map
     row = np.full(group.shape, -1)
     row[group >= 0] = np.searchsorted(labels_, group[group >= 0])
-    index = np.where(row >= 0, top[np.maximum(row, 0)], -1)
-    dec = decision_for_index(np.where(classified[:, None], restricted, np.nan),
-                             restricted_classes, index)
-    prop, _ = _pattern_props(probs, classified, card.classes, restricted, dec, assigned=True)
     phase_id = np.where(row >= 0, phase_ids[np.maximum(row, 0)], -1).astype(int)
+    masked = np.where(classified[:, None], restricted, np.nan)
+    own = decide(masked, restricted_classes).index
+    index = np.where(phase_id >= 0, top[np.maximum(row, 0)], own)
+    dec = decision_for_index(masked, restricted_classes, index)
+    prop, _ = _pattern_props(probs, classified, card.classes, restricted, dec, assigned=True)
     prop["phase_index"] = np.where(row >= 0, labels_[np.maximum(row, 0)], -1).astype(np.int32)
     prop["grain_index"] = np.where(classified, discovery.grain, -1).astype(np.int32)
     prop["pooled_score"] = np.where(row >= 0, pscore[np.maximum(row, 0)], np.nan).astype(np.float32)

@@ -58,3 +58,44 @@ def test_scores_are_those_of_the_assigned_class_and_never_above_a_levels(card):
     for level in LEVELS:
         (entry,) = kikuchipy_cnn.summary(xmap, level).values()
         assert entry["mean_score"] >= joint - 1e-6
+
+
+def test_below_min_score_a_pattern_is_its_own_decision_at_every_level(card):
+    from kikuchipy_cnn.symmetry import decide
+
+    probs, disc = _one_phase_one_dissenter()
+    # two phases: phase 0 (cF, the dissenter among them) above min_score,
+    # phase 1 (patterns 6-9, cF by a little, two of them hP on their own) below
+    weak = np.full((4, 23), 0.02)
+    weak[:, CF] = 0.3
+    weak[2:, HP] = 0.32
+    weak /= weak.sum(1, keepdims=True)
+    probs = np.concatenate([probs, weak])
+    disc = PhaseDiscovery(grain=np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3]),
+                          phase=np.array([0] * 6 + [1] * 4), n_grains=4, n_phases=2,
+                          split_r2=[])
+    xmap = _pooled(probs, disc, card, min_score=0.9)
+    pp = xmap.pooled_phases
+    assert pp.scores[0] >= 0.9 > pp.scores[1] and pp.names == ["cF m-3m (1)", "cF m-3m (2)"]
+    assert xmap.phase_id.tolist() == [0] * 6 + [-1] * 4
+    own = decide(probs, JOINT_CLASSES)
+    want = ["cF m-3m"] * 6 + [JOINT_CLASSES[i] for i in own.index[6:]]
+    assert want[8:] == ["hP 6/mmm"] * 2
+    dec = decision(xmap)
+    assert dec.labels["joint"].tolist() == want
+    assert kikuchipy_cnn.labels(xmap)["crystal_system"].tolist() == (
+        ["cubic"] * 8 + ["hexagonal"] * 2)
+    # the map's scores are those of the same classes
+    np.testing.assert_allclose(xmap.scores, dec.scores["joint"], rtol=1e-6)
+    np.testing.assert_allclose(xmap.scores[6:], probs[6:].max(1), rtol=1e-6)
+    for level in LEVELS:
+        np.testing.assert_allclose(xmap.prop[f"{level}_score"], dec.scores[level], rtol=1e-6)
+    # every phase below min_score: every pattern its own decision
+    xmap = _pooled(probs, disc, card, min_score=1.0)
+    assert (xmap.phase_id == -1).all()
+    dec = decision(xmap)
+    assert dec.labels["joint"].tolist() == [JOINT_CLASSES[i] for i in own.index]
+    assert dec.labels["joint"][5] == "hP 6/mmm"
+    for level in LEVELS:
+        np.testing.assert_allclose(xmap.prop[f"{level}_score"], dec.scores[level], rtol=1e-6)
+    np.testing.assert_allclose(xmap.scores, probs.max(1), rtol=1e-6)
