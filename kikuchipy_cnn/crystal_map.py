@@ -196,7 +196,8 @@ def build_pooled_crystal_map(
     classes (renormalised) with ``phase_list``; its patterns get phase id -1
     where the pooled top probability is below ``min_score``. Without
     candidates, phase ``i`` has id ``i`` and is named by its pooled class
-    (numbered when two phases share one); with candidates, the candidate
+    (numbered when two phases share one); every discovered phase is in the
+    map's phase list, also one below ``min_score``; with candidates, the candidate
     phase of the pooled class (ids and names the user's). Properties: those
     of :func:`build_crystal_map` (the patterns' own class probabilities), but
     ``"scores"`` is each pattern's probability of the class it is assigned
@@ -230,11 +231,14 @@ def build_pooled_crystal_map(
             used.add(colour)
             colours.append(colour)
         phase_ids = np.where(keep, np.arange(k), -1)
+        # every discovered phase stays in the phase list, also below
+        # min_score (as build_crystal_map keeps every class): a map whose
+        # patterns are all -1 still saves and reads back
         phases = PhaseList(
             phases=[Phase(name=names[i], point_group=joint_class_info(restricted_classes[top[i]])["laue_class"],
-                          color=colours[i]) for i in range(k) if keep[i]],
-            ids=[int(i) for i in range(k) if keep[i]],
-        ) if keep.any() else PhaseList()
+                          color=colours[i]) for i in range(k)],
+            ids=list(range(k)),
+        ) if k else PhaseList()
     else:
         phase_ids = np.where(keep, ids[top], -1)
         names = [phases[int(ids[c])].name for c in top]

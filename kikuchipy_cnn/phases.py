@@ -481,8 +481,9 @@ class PooledPhases:
         class, numbered when two phases share one, or the candidate phase's
         name with ``phase_list``).
     phase_ids
-        The map's phase id of each discovered phase (-1 where its pooled top
-        probability is below ``min_score``).
+        The map's phase id of each discovered phase's patterns (-1 where its
+        pooled top probability is below ``min_score``; without candidates the
+        phase stays in the map's phase list all the same, with id its index).
     classes
         The class names of the columns of ``probabilities``.
     probabilities

@@ -262,3 +262,18 @@ def test_classify_pool_option(tmp_path, tiny_model, capsys):
     with pytest.raises(SystemExit):
         main(["classify", str(src), "-o", str(tmp_path / "x.h5"), "--pool", "grains"])
     assert "invalid choice: 'grains'" in capsys.readouterr().err
+
+
+def test_default_classify_to_ang_reads_back_when_no_phase_reaches_min_score(tmp_path, capsys):
+    # the default model and pool="phases" on kikuchipy's small Ni scan: its one
+    # discovered phase is below the card's min_score, every pattern is -1
+    src = tmp_path / "ni.h5"
+    kp.data.nickel_ebsd_small().save(src)
+    out = tmp_path / "phases.ang"
+    assert main(["classify", str(src), "-o", str(out), "--quiet"]) == 0
+    for path in (out, tmp_path / "phases.ang.h5"):
+        assert io.load(path).size == 9
+    # a min_score of 1 leaves every discovered phase below it
+    out = tmp_path / "none_above.ang"
+    assert main(["classify", str(src), "-o", str(out), "--quiet", "--min-score", "1"]) == 0
+    assert (io.load(out).phase_id == -1).all() and "MaterialName" in out.read_text()

@@ -99,3 +99,26 @@ def test_below_min_score_a_pattern_is_its_own_decision_at_every_level(card):
     for level in LEVELS:
         np.testing.assert_allclose(xmap.prop[f"{level}_score"], dec.scores[level], rtol=1e-6)
     np.testing.assert_allclose(xmap.scores, probs.max(1), rtol=1e-6)
+
+
+def test_a_map_whose_only_phase_is_below_min_score_saves_and_reads_back(card, tmp_path):
+    from orix import io
+
+    from kikuchipy_cnn.io import save_crystal_map
+
+    probs, disc = _one_phase_one_dissenter()
+    xmap = _pooled(probs, disc, card, min_score=1.0)
+    assert (xmap.phase_id == -1).all()
+    assert xmap.pooled_phases.phase_ids.tolist() == [-1]
+    # the discovered phase stays in the phase list, as build_crystal_map keeps every class
+    assert xmap.phases.ids == [-1, 0] and xmap.phases[0].name == "cF m-3m"
+    for name in ("only.ang", "only.h5"):
+        written = save_crystal_map(xmap, tmp_path / name)
+        assert written
+        for path in written:
+            back = io.load(path)  # orix drops the phases no point has
+            assert back.size == 6 and (back.phase_id == -1).all()
+    assert "MaterialName    cF m-3m" in (tmp_path / "only.ang").read_text()
+    back = io.load(tmp_path / "only.h5")
+    np.testing.assert_array_equal(back.prop["phase_index"], 0)
+    np.testing.assert_allclose(back.scores, xmap.scores)

@@ -304,7 +304,7 @@ def test_min_score_applies_to_the_pooled_probability(render):
     assert (_classify(s, min_score=between).phase_id == 0).all()
     high = _classify(s, min_score=min(1.0, pooled + 1e-3))
     assert (high.phase_id == -1).all() and (high.prop["phase_index"] == 0).all()
-    assert high.pooled_phases.phase_ids.tolist() == [-1] and high.phases.ids == [-1]
+    assert high.pooled_phases.phase_ids.tolist() == [-1] and high.phases.ids == [-1, 0]
 
 
 def test_candidate_phases_pool_over_their_classes(render):
