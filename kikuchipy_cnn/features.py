@@ -13,6 +13,9 @@ Groups (see :func:`feature_names`):
 - ``candidate``: per Bravais lattice, the tolerance at which it appears and how
   much worse its idealised cell fits the bands than the free cell;
 - ``fit``: lattice found, bands indexed, residuals, reduced-cell shape;
+- ``directions``: the same ladder, candidates (without lengths) and fit for
+  the lattice rebuilt from band directions alone (``use_widths=False``;
+  widths of small and real patterns mislead the first);
 - ``geometry``: histogram of angles between the strongest bands, zone
   multiplicities, relative widths;
 - ``detector``: angular pixel size and whether widths were measurable.
@@ -28,7 +31,7 @@ from kikuchipy_cnn.symmetry import BRAVAIS_LATTICES
 __all__ = ["FEATURE_VERSION", "band_features", "feature_names", "pattern_features", "width_sigma"]
 
 #: Version of the feature recipe (bump on any change of meaning or order).
-FEATURE_VERSION = "bands-1"
+FEATURE_VERSION = "bands-2"
 
 _N_ANGLE_BINS = 18  # 0-90 deg in 5 deg bins
 _N_TOP = 12  # strongest bands used for the geometry group
@@ -47,6 +50,13 @@ def feature_names() -> list[str]:
         "fit_found", "fit_indexed_fraction", "fit_rms_angle_deg", "fit_rms_log_length",
         "fit_b_over_a", "fit_c_over_a", "fit_cos_alpha", "fit_cos_beta", "fit_cos_gamma",
         "fit_max_index",
+    ]  # fmt: skip
+    names += [f"dir_ladder_{t:g}_{b}" for t in METRIC_TOLERANCES for b in BRAVAIS_LATTICES]
+    names += [f"dir_cand_tol_{b}" for b in BRAVAIS_LATTICES]
+    names += [f"dir_cand_angle_{b}" for b in BRAVAIS_LATTICES]
+    names += [
+        "dir_fit_found", "dir_fit_indexed_fraction", "dir_fit_rms_angle_deg", "dir_fit_b_over_a",
+        "dir_fit_c_over_a", "dir_fit_cos_alpha", "dir_fit_cos_beta", "dir_fit_cos_gamma", "dir_fit_max_index",
     ]  # fmt: skip
     names += [f"geom_angle_{5 * i}_{5 * i + 5}" for i in range(_N_ANGLE_BINS)]
     names += [f"geom_zone_{i}" for i in range(_N_ZONES)]
@@ -96,41 +106,55 @@ def width_sigma(widths, pixel_angle: float) -> np.ndarray:
     return np.clip(0.6 / np.where(np.isfinite(w_px) & (w_px > 0), w_px, 1.0), 0.06, 0.4)
 
 
+def _lattice_block(fit, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ladder one-hots ``(T, B)``, candidates ``(3, B)`` (tolerance reached,
+    log angle and log length residual against the free cell) and fit summary
+    ``(10,)`` of a :class:`~kikuchipy_cnn.lattice.LatticeFit` (or None)."""
+    nb = len(BRAVAIS_LATTICES)
+    ladder = np.zeros((len(METRIC_TOLERANCES), nb))
+    cand = np.full((3, nb), _ABSENT)
+    cand[0] = 1.0  # "appears" at tolerance 1 = never
+    fitf = np.zeros(10)
+    if fit is None:
+        return ladder, cand, fitf
+    idx = {b: i for i, b in enumerate(BRAVAIS_LATTICES)}
+    for t, (_, b) in enumerate(fit.symmetry):
+        ladder[t, idx[b]] = 1.0
+    free_a = max(fit.rms_angle, np.radians(0.05))
+    free_l = max(fit.rms_log_length, 0.01) if np.isfinite(fit.rms_log_length) else 0.01
+    for b, (tol, ra, rl, _) in fit.candidates.items():
+        cand[0, idx[b]] = tol
+        cand[1, idx[b]] = np.log(max(ra, 1e-6) / free_a)
+        cand[2, idx[b]] = np.log(max(rl, 1e-6) / free_l) if np.isfinite(rl) else 0.0
+    p = fit.parameters
+    a, b_, c = np.sort(p[:3])
+    fitf[:] = [
+        1.0, fit.n_indexed / n_bands, np.degrees(fit.rms_angle),
+        fit.rms_log_length if np.isfinite(fit.rms_log_length) else 0.0,
+        b_ / a, c / a, *np.abs(np.cos(np.radians(p[3:]))), np.abs(fit.hkl).max() / 4.0,
+    ]  # fmt: skip
+    return ladder, cand, fitf
+
+
 def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: float,
                      sigma_length: float | None = None) -> np.ndarray:
     """Feature vector of one pattern's valid bands (see :func:`band_features`)."""
     normals = np.asarray(normals, np.float64)
     widths = np.asarray(widths, np.float64)
     strength = np.asarray(strength, np.float64)
-    nb = len(BRAVAIS_LATTICES)
-    nt = len(METRIC_TOLERANCES)
-    ladder = np.zeros((nt, nb))
-    cand = np.full((3, nb), _ABSENT)
-    cand[0] = 1.0  # "appears" at tolerance 1 = never
-    fitf = np.zeros(10)
     if sigma_length is None:
         sigma_length = width_sigma(widths, pixel_angle)
-    fit = reconstruct_lattice(normals, widths, strength, wavelength, sigma_length=sigma_length) if len(normals) else None
-    if fit is not None:
-        idx = {b: i for i, b in enumerate(BRAVAIS_LATTICES)}
-        for t, (_, b) in enumerate(fit.symmetry):
-            ladder[t, idx[b]] = 1.0
-        free_a = max(fit.rms_angle, np.radians(0.05))
-        free_l = max(fit.rms_log_length, 0.01) if np.isfinite(fit.rms_log_length) else 0.01
-        for b, (tol, ra, rl, _) in fit.candidates.items():
-            cand[0, idx[b]] = tol
-            cand[1, idx[b]] = np.log(max(ra, 1e-6) / free_a)
-            cand[2, idx[b]] = np.log(max(rl, 1e-6) / free_l) if np.isfinite(rl) else 0.0
-        p = fit.parameters
-        a, b_, c = np.sort(p[:3])
-        fitf[:] = [
-            1.0, fit.n_indexed / len(normals), np.degrees(fit.rms_angle),
-            fit.rms_log_length if np.isfinite(fit.rms_log_length) else 0.0,
-            b_ / a, c / a, *np.abs(np.cos(np.radians(p[3:]))), np.abs(fit.hkl).max() / 4.0,
-        ]  # fmt: skip
+    fit = fit_dir = None
+    if len(normals):
+        fit = reconstruct_lattice(normals, widths, strength, wavelength, sigma_length=sigma_length)
+        fit_dir = reconstruct_lattice(normals, widths, strength, wavelength, use_widths=False)
+    ladder, cand, fitf = _lattice_block(fit, max(len(normals), 1))
+    dladder, dcand, dfit = _lattice_block(fit_dir, max(len(normals), 1))
+    dfit = np.delete(dfit, 3)  # no length residual without widths
     geom = _geometry(normals, widths, strength)
     tail = [len(normals) / 24.0, float(np.isfinite(widths).mean()) if len(widths) else 0.0, np.degrees(pixel_angle)]
-    return np.concatenate([ladder.ravel(), cand.ravel(), fitf, geom, tail]).astype(np.float32)
+    return np.concatenate([ladder.ravel(), cand.ravel(), fitf, dladder.ravel(), dcand[:2].ravel(), dfit,
+                           geom, tail]).astype(np.float32)
 
 
 def band_features(bands, wavelength, pixel_angle) -> np.ndarray:

@@ -105,7 +105,8 @@ def _levels_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 #: Feature groups by name prefix (for ablations)
-GROUPS = {"lattice": ("ladder_", "cand_", "fit_"), "geometry": ("geom_",), "detector": ("det_",)}
+GROUPS = {"lattice": ("ladder_", "cand_", "fit_"), "directions": ("dir_",), "geometry": ("geom_",),
+          "detector": ("det_",)}
 
 
 def group_mask(groups) -> np.ndarray:
@@ -273,8 +274,9 @@ def write_card(run_dir, out_dir, name: str, version: str, command: str, test_fea
         "format_version": 1, "name": name, "version": version,
         "description": (
             "MLP over orientation-invariant features of a pattern's Kikuchi bands (band normals "
-            "on the sphere from the detector geometry, measured widths, a reciprocal-lattice "
-            "reconstruction with its metric-symmetry ladder), classifying into the 23 joint "
+            "on the sphere from the detector geometry, measured widths, two reciprocal-lattice "
+            "reconstructions, with widths and from directions alone, with their metric-symmetry "
+            "ladders), classifying into the 23 joint "
             "'<Bravais lattice> <Laue class>' classes. Trained only on simulations: band sets "
             "detected on rendered dynamical patterns and reflector-list band sets with the "
             "measured detection errors; temperature-calibrated on validation structures."
