@@ -366,14 +366,12 @@ def _class_of_name(name: str) -> str | None:
 
 
 def _phase_class(phase: Phase) -> str | None:
-    """Joint class of a map's phase: its name if that is a class name (maps
-    without candidates, also numbered), else that of its space group; None if
-    unknown."""
-    if _class_of_name(phase.name):
-        return _class_of_name(phase.name)
+    """Joint class of a map's phase: that of its space group (candidate
+    phases), else its name if that is a class name (maps without candidates,
+    also numbered); None if unknown."""
     if phase.space_group is not None:
         return space_group_class(phase.space_group.number).joint_class
-    return None
+    return _class_of_name(phase.name)
 
 
 def decision(xmap: CrystalMap) -> Decision:
@@ -406,9 +404,11 @@ def decision(xmap: CrystalMap) -> Decision:
     }
     allowed = None
     # Restricted to the map's classes only when its phases are candidates
-    # (named otherwise than by their class); maps named by class (one phase
-    # per class, or discovered phases, "cF m-3m (2)") decide over all classes
-    named_by_class = all(_class_of_name(phase.name) for i, phase in xmap.phases if i != -1)
+    # (with a space group, whatever their names); maps of phases named by
+    # class without a space group (one phase per class, or discovered phases,
+    # "cF m-3m (2)") decide over all classes
+    named_by_class = all(_class_of_name(phase.name) and phase.space_group is None
+                         for i, phase in xmap.phases if i != -1)
     if phase_classes and None not in phase_classes.values() and not named_by_class:
         allowed = np.isin(classes, list(phase_classes.values()))
         if not allowed.any():

@@ -122,3 +122,33 @@ def test_a_map_whose_only_phase_is_below_min_score_saves_and_reads_back(card, tm
     back = io.load(tmp_path / "only.h5")
     np.testing.assert_array_equal(back.prop["phase_index"], 0)
     np.testing.assert_allclose(back.scores, xmap.scores)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_candidates_named_like_classes_stay_candidates(card, pooled):
+    from orix.crystal_map import Phase, PhaseList
+
+    from kikuchipy_cnn.crystal_map import build_crystal_map
+
+    ci = JOINT_CLASSES.index("cI m-3m")
+    probs = np.full((4, 23), 0.01)
+    probs[:, HP] = 0.8  # most probable: hP, no candidate's class
+    probs[:2, CF] = 0.1
+    probs[2:, ci] = 0.1
+    probs /= probs.sum(1, keepdims=True)
+    disc = PhaseDiscovery(grain=np.arange(4), phase=np.arange(4), n_grains=4, n_phases=4,
+                          split_r2=[])
+    results = []
+    for names in (("Ni", "Fe"), ("cF m-3m", "cI m-3m")):
+        pl = PhaseList([Phase(name=names[0], space_group=225), Phase(name=names[1], space_group=229)])
+        if pooled:
+            xmap = _pooled(probs, disc, card, min_score=0.99, phase_list=pl)
+        else:
+            xmap = build_crystal_map(probs, np.ones(4, bool), card, (4,), (1.0,), "um", 0.99,
+                                     None, pl)
+        assert (xmap.phase_id == -1).all()
+        dec = decision(xmap)
+        assert dec.labels["joint"].tolist() == ["cF m-3m"] * 2 + ["cI m-3m"] * 2
+        np.testing.assert_allclose(dec.scores["joint"], xmap.scores, rtol=1e-6)
+        results.append(kikuchipy_cnn.labels(xmap)["joint"].tolist())
+    assert results[0] == results[1]
