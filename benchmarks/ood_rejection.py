@@ -63,7 +63,7 @@ def _classify(s):
     """phase_id != -1 and kikuchi_check == 0 per pattern at default settings."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        xmap = s.classify_structure(verbose=0, show_progressbar=False)
+        xmap = s.classify_structure(verbose=0, show_progressbar=False, pool="none")  # per input
     accepted = xmap.phase_id != -1
     check = xmap.prop["kikuchi_check"] if "kikuchi_check" in xmap.prop else np.zeros(accepted.shape)
     return accepted, check == 0

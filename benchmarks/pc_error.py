@@ -71,7 +71,7 @@ def _classify(pats, pcs, model, **kwargs):
     s.detector = kp.detectors.EBSDDetector(shape=(size, size), pc=pcs, sample_tilt=70)
     s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
     return s.classify_structure(model=model, min_score=0, verbose=0, show_progressbar=False, check=False,
-                                **kwargs)
+                                pool="none", **kwargs)
 
 
 def _correct(xmap, cubic):
@@ -132,7 +132,8 @@ def error_table(args, pats, pcs, rng, cubic):
         s.detector = kp.detectors.EBSDDetector(shape=(args.size, args.size), pc=pcs + err * d, sample_tilt=70)
         s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
         t = time.perf_counter()
-        xmap = s.classify_structure(model=args.model, min_score=0, verbose=0, show_progressbar=False, check=False)
+        xmap = s.classify_structure(model=args.model, min_score=0, verbose=0, show_progressbar=False, check=False,
+                                    pool="none")
         dt = time.perf_counter() - t
         p, names = kikuchipy_cnn.probabilities(xmap)
         ps, _ = kikuchipy_cnn.probabilities(xmap, "crystal_system")

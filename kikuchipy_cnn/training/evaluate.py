@@ -81,7 +81,7 @@ def metrics(probs: np.ndarray, joint_labels, classes=JOINT_CLASSES) -> dict:
 def _classify(signal, model):
     import kikuchipy_cnn  # noqa: F401
 
-    xmap = signal.classify_structure(model=model, min_score=0, verbose=0, show_progressbar=False)
+    xmap = signal.classify_structure(model=model, min_score=0, verbose=0, show_progressbar=False, pool="none")
     probs, classes = kikuchipy_cnn.probabilities(xmap)
     assert classes == JOINT_CLASSES
     return probs
