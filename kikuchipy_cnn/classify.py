@@ -92,8 +92,11 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
     s = _sketch_size(card)
     m = pattern_sketches(np.zeros((1, s, s), np.float32)).shape[1]
     spectra = np.array(packed[:, :SPECTRUM_BINS], dtype=np.float32)
-    half = np.ascontiguousarray(packed[:, SPECTRUM_BINS:]).view(np.float16)
-    return spectra, half[:, :m].astype(np.float32)
+    # a float16 view of the packed columns (rows contiguous), widened once
+    half = packed[:, SPECTRUM_BINS:]
+    if half.strides[-1] != half.itemsize:
+        half = np.ascontiguousarray(half)
+    return spectra, half.view(np.float16)[:, :m].astype(np.float32)
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,

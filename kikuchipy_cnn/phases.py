@@ -65,6 +65,11 @@ SIGNATURE_CLIP = 1e-4
 #: finds some split, and the fewer the grains the better it seems
 SPLIT_R2 = (0.42, 1.68)
 
+#: Patterns per block in which :func:`grains_from_sketches` centres sketches
+#: and compares neighbours (its memory, beyond the scan's sketches: about
+#: ``(GRAIN_BLOCK + columns) * m * 4`` bytes per block, plus the joined pairs)
+GRAIN_BLOCK = 4096
+
 #: Radial bins of the power spectrum signature (:func:`pattern_spectra`)
 SPECTRUM_BINS = 16
 
@@ -281,21 +286,40 @@ def grains_from_sketches(sketches: np.ndarray, nav_shape: tuple[int, ...],
 
     usable = np.asarray(usable, bool)
     n = usable.size
-    grid = np.arange(n).reshape(tuple(nav_shape) if len(nav_shape) else (1,))
-    if grid.ndim == 1:
-        grid = grid[None, :]
-    pairs = [(grid[:, :-1].ravel(), grid[:, 1:].ravel()), (grid[:-1, :].ravel(), grid[1:, :].ravel())]
-    a = np.concatenate([p[0] for p in pairs])
-    b = np.concatenate([p[1] for p in pairs])
-    keep = usable[a] & usable[b]
-    a, b = a[keep], b[keep]
+    sketches = np.asarray(sketches, np.float32)  # no copy of float32 sketches
+    # neighbours on the grid: i and i + 1 in a row, i and i + cols in a column
+    cols = int(nav_shape[-1]) if len(nav_shape) else 1
+    shifts = [(1, True)] + ([(cols, False)] if len(nav_shape) >= 2 and n > cols else [])
+    mean = np.zeros(sketches.shape[1], np.float32)
     if usable.any():
-        sketches = np.asarray(sketches, np.float64) - np.asarray(sketches, np.float64)[usable].mean(axis=0)
-        norm = np.linalg.norm(sketches, axis=1, keepdims=True)
-        sketches = sketches / np.where(norm > 0, norm, 1)
-    sim = np.einsum("ij,ij->i", sketches[a], sketches[b]) if a.size else np.zeros(0)
-    join = sim >= threshold
-    graph = coo_matrix((np.ones(int(join.sum())), (a[join], b[join])), shape=(n, n))
+        total = np.zeros(sketches.shape[1])
+        for lo in range(0, n, GRAIN_BLOCK):
+            block = sketches[lo : lo + GRAIN_BLOCK]
+            total += block[usable[lo : lo + GRAIN_BLOCK]].sum(axis=0, dtype=np.float64)
+        mean = (total / usable.sum()).astype(np.float32)
+    # blocks of patterns centred one at a time (plus the next row, for the
+    # column neighbours): nothing of the size of the scan is copied, and only
+    # the joined pairs are kept
+    a_join, b_join = [], []
+    for lo in range(0, n, GRAIN_BLOCK):
+        hi = min(n, lo + GRAIN_BLOCK)
+        c = sketches[lo : min(n, hi + max(k for k, _ in shifts))] - mean
+        norm = np.sqrt(np.einsum("ij,ij->i", c, c))
+        norm[norm == 0] = 1
+        for shift, along_row in shifts:
+            m = min(hi, n - shift) - lo  # pairs (i, i + shift) with i in this block
+            if m <= 0:
+                continue
+            sim = np.einsum("ij,ij->i", c[:m], c[shift : shift + m]) / (norm[:m] * norm[shift : shift + m])
+            a = np.arange(lo, lo + m)
+            ok = (sim >= threshold) & usable[a] & usable[a + shift]
+            if along_row:
+                ok &= (a + 1) % cols != 0  # not across the end of a row
+            a_join.append(a[ok])
+            b_join.append(a[ok] + shift)
+    a = np.concatenate(a_join) if a_join else np.zeros(0, np.int64)
+    b = np.concatenate(b_join) if b_join else np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     grain = np.full(n, -1, dtype=np.int64)
     _, first, inverse = np.unique(comp[usable], return_index=True, return_inverse=True)

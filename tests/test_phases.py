@@ -113,6 +113,95 @@ def test_grains_are_connected_regions_of_similar_neighbours_cut_by_unusable_patt
     assert grains_from_sketches(sk[:1], (), np.ones(1, bool)).tolist() == [0]
 
 
+def _grains_by_hand(sk, nav_shape, usable, threshold):
+    """Reference: every pair of grid neighbours compared in float64, the
+    sketches less the usable patterns' mean, then union-find."""
+    rows, cols = (nav_shape if len(nav_shape) == 2 else (1, int(np.prod(nav_shape))))
+    x = sk.astype(np.float64) - sk[usable].astype(np.float64).mean(axis=0)
+    x /= np.where(np.linalg.norm(x, axis=1, keepdims=True) > 0,
+                  np.linalg.norm(x, axis=1, keepdims=True), 1)
+    parent = list(range(len(sk)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for r in range(rows):
+        for c in range(cols):
+            i = r * cols + c
+            for j in ([i + 1] if c + 1 < cols else []) + ([i + cols] if r + 1 < rows else []):
+                if usable[i] and usable[j] and x[i] @ x[j] >= threshold:
+                    parent[root(j)] = root(i)
+    out, names = np.full(len(sk), -1), {}
+    for i in np.flatnonzero(usable):
+        out[i] = names.setdefault(root(i), len(names))
+    return out
+
+
+@pytest.mark.parametrize("nav_shape", [(7, 9), (9, 1), (1, 9), (13,), ()])
+def test_grains_match_a_pairwise_reference_in_every_block_size(nav_shape, monkeypatch):
+    from kikuchipy_cnn import phases
+
+    rng = np.random.default_rng(3)
+    n = int(np.prod(nav_shape)) if nav_shape else 1
+    truth = rng.integers(0, 3, n)
+    sk = _grain_sketches(truth, rng, noise=0.6)
+    sk[rng.random(n) < 0.1] = 0  # blank sketches
+    usable = rng.random(n) > 0.15
+    want = _grains_by_hand(sk, nav_shape, usable, 0.4)
+    for block in (1, 2, 5, 4096):
+        monkeypatch.setattr(phases, "GRAIN_BLOCK", block)
+        np.testing.assert_array_equal(grains_from_sketches(sk, nav_shape, usable, 0.4), want)
+
+
+def test_grains_of_a_large_scan_need_little_memory_beyond_the_sketches():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    side, m = 160, 208
+    base = rng.normal(size=(64, m)).astype(np.float32)
+    r, c = np.divmod(np.arange(side * side), side)
+    sk = base[(r // 20) * 8 + c // 20] + 0.3 * rng.normal(size=(side * side, m)).astype(np.float32)
+    sk /= np.linalg.norm(sk, axis=1, keepdims=True)
+    tracemalloc.start()
+    try:
+        grain = grains_from_sketches(sk, (side, side), np.ones(side * side, bool))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert grain.max() + 1 == 64
+    # no float64 copy or per-pair gather of the sketches (those were ~10x them)
+    assert peak < 0.5 * sk.nbytes, (peak, sk.nbytes)
+
+
+def test_unpacked_sketches_are_the_packed_ones_without_a_copy_of_the_packed_block(tiny_model):
+    import tracemalloc
+
+    from kikuchipy_cnn.classify import _pack_sketches, resolve_model, sketch_columns, unpack_sketches
+    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches
+
+    card = resolve_model(tiny_model)
+    ncol = sketch_columns(card)
+    size = card.preprocessing.size
+    m = pattern_sketches(np.zeros((1, size, size), np.float32)).shape[1]
+    rng = np.random.default_rng(0)
+    sk = rng.normal(size=(20000, m)).astype(np.float16).astype(np.float32)
+    spectra = rng.normal(size=(20000, SPECTRUM_BINS)).astype(np.float32)
+    out = np.zeros((20000, 30 + ncol + 2), np.float32)  # like the chunk results
+    out[:, 30 : 30 + SPECTRUM_BINS] = spectra
+    out[:, 30 + SPECTRUM_BINS : 30 + ncol] = _pack_sketches(sk, ncol - SPECTRUM_BINS)
+    tracemalloc.start()
+    try:
+        got_spectra, got = unpack_sketches(out[:, 30:-2], card)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, sk)
+    np.testing.assert_array_equal(got_spectra, spectra)
+    assert got.dtype == np.float32 and peak < 1.2 * (got.nbytes + got_spectra.nbytes)
+
+
 def _synthetic_scan(rng, phase_means, rows=20, cols=20, n_grains=20, spread=1.0, noise=0.5):
     """Per-pattern probabilities, sketches and spectra of a scan of Voronoi
     grains: every grain a phase (its mean log-probabilities and spectrum),
