@@ -155,6 +155,13 @@ class ModelCard:
         return float(self.data["min_score"])
 
     @property
+    def has_pooling(self) -> bool:
+        """Whether the card has a ``pooling:`` entry (settings of
+        ``classify_structure(pool="phases")`` fitted for the model); without
+        one, the module defaults fitted for ``kcnn-resnet-s`` are used."""
+        return bool(self.data.get("pooling"))
+
+    @property
     def pool_tempering(self) -> float:
         """Tempering β with which ``classify_structure(pool="phases")`` pools
         the probabilities of a phase's patterns

@@ -584,7 +584,8 @@ def classify_structure(
         :data:`~kikuchipy_cnn.phases.POOL_TEMPERING`; the bar for splitting
         phases from its ``pooling: {split_r2: [a, b]}``, else
         :data:`~kikuchipy_cnn.phases.SPLIT_R2`; both were fitted for
-        ``kcnn-resnet-s`` 0.2.0). ``min_score`` then
+        ``kcnn-resnet-s`` 0.2.0, and a UserWarning says so when the card has
+        no ``pooling:``). ``min_score`` then
         applies to the *pooled* top probability: all patterns of a phase
         below it get ``phase_id = -1`` and, like patterns below ``min_score``
         with ``"none"``, are reported (labels, scores) with their own most
@@ -718,6 +719,17 @@ def classify_structure(
         from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
         from kikuchipy_cnn.phases import discover_phases
 
+        if not card.has_pooling:
+            from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
+
+            warnings.warn(
+                f"Model {card.name!r} has no pooling settings in its card: pool='phases' uses "
+                f"the defaults fitted for 'kcnn-resnet-s' (tempering {POOL_TEMPERING}, split "
+                f"bar {SPLIT_R2}), which may split or merge this model's phases wrongly; pass "
+                "pool='none' or add pooling: to the card",
+                UserWarning,
+                stacklevel=2,
+            )
         spectra, sketches = unpack_sketches(out[:, n_classes + 1 : -2], card)
         discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra,
                                     split_r2=card.pool_split_r2)

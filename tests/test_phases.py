@@ -496,3 +496,48 @@ def test_card_pooling_settings_are_optional_read_and_validated(tmp_path, tiny_ca
     assert xmap.pooled_phases.tempering == 0.0 and default.pooled_phases.tempering == POOL_TEMPERING
     # no bar: the single phase is cut up
     assert len(xmap.pooled_phases.names) > len(default.pooled_phases.names)
+
+
+def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_band_card_path,
+                                                                         tmp_path):
+    import shutil
+    import warnings
+
+    import yaml
+
+    from kikuchipy_cnn.card import ModelCard
+
+    ni = kp.data.nickel_ebsd_small()
+    card = ModelCard.from_file(tiny_band_card_path)
+    assert not card.has_pooling
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xmap = _classify(ni, model=card, min_score=0)
+    pooling = [w for w in caught if "no pooling settings" in str(w.message)]
+    assert len(pooling) == 1 and pooling[0].category is UserWarning
+    assert "pass pool='none' or add pooling: to the card" in str(pooling[0].message)
+    assert "tiny-bands" in str(pooling[0].message)
+    # a pooled map, consistent at every level
+    pp = xmap.pooled_phases
+    assert pp.n_patterns.sum() == 9 and (xmap.prop["phase_index"] >= 0).all()
+    assert (xmap.phase_id >= 0).all() and len(pp.names) == len(xmap.phases.ids)
+    lab = kikuchipy_cnn.labels(xmap)
+    assert lab["joint"].tolist() == [
+        xmap.phases[int(i)].name.split(" (")[0] for i in xmap.phase_id]
+    from kikuchipy_cnn.symmetry import joint_class_info
+    for level in ("crystal_system", "bravais_lattice", "laue_class"):
+        assert lab[level].tolist() == [joint_class_info(j)[level] for j in lab["joint"]]
+    probs, classes = kikuchipy_cnn.probabilities(xmap)
+    np.testing.assert_allclose(
+        xmap.scores, probs[np.arange(9), [classes.index(j) for j in lab["joint"]]], rtol=1e-6)
+    # no warning with pool="none", or with a card that has pooling settings
+    d = tmp_path / "bands"
+    shutil.copytree(tiny_band_card_path.parent, d)
+    data = yaml.safe_load((d / "card.yaml").read_text())
+    (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": {"tempering": 0.5}}))
+    with_pooling = ModelCard.from_file(d / "card.yaml")
+    for kw in ({"model": card, "pool": "none"}, {"model": with_pooling}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            warnings.filterwarnings("ignore", "(?!.*no pooling settings)", UserWarning)
+            _classify(ni, min_score=0, **kw)
