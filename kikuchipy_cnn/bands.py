@@ -26,6 +26,7 @@ from scipy import ndimage
 
 __all__ = [
     "BandSet",
+    "band_trace_distance",
     "change_pc",
     "detect_bands",
     "electron_wavelength",
@@ -120,6 +121,44 @@ def pixel_directions(shape: tuple[int, int], pc) -> np.ndarray:
     gx, gy = np.meshgrid(x, y)
     r = np.stack([gx, gy, np.ones_like(gx)], axis=-1)
     return r / np.linalg.norm(r, axis=-1, keepdims=True)
+
+
+def band_trace_distance(shape: tuple[int, int], pc, normals: np.ndarray) -> np.ndarray:
+    """Angular distance (rad) of every pixel centre from the trace of each band.
+
+    A band's centre line on the detector is the gnomonic projection of the
+    great circle of its plane normal ``n``; a pixel of direction ``r``
+    (:func:`pixel_directions`) lies ``arcsin |r . n|`` from that plane, the
+    same distance :func:`measure_band_profiles` bins a band's profile by. A
+    band of angular full width ``w`` covers the pixels with distance
+    ``<= w / 2``.
+
+    Parameters
+    ----------
+    shape
+        Pattern shape ``(rows, columns)``.
+    pc
+        Pattern centre ``(PCx, PCy, PCz)`` in the Bruker convention.
+    normals
+        ``(k, 3)`` (or ``(3,)``) plane normals in the detector frame (sign and
+        length arbitrary, not zero).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, rows, columns)`` (or ``(rows, columns)``) float32 distances in
+        ``[0, pi / 2]``.
+    """
+    nv = np.asarray(normals, dtype=np.float64)
+    single = nv.ndim == 1
+    nv = nv.reshape(-1, 3)
+    norm = np.linalg.norm(nv, axis=1, keepdims=True)
+    if not np.all(np.isfinite(nv)) or np.any(norm == 0):
+        raise ValueError("band normals must be finite and non-zero")
+    nv = nv / norm
+    r = pixel_directions(shape, _pc_array(pc, 1)[0])
+    d = np.arcsin(np.clip(np.abs(np.einsum("ijc,kc->kij", r, nv)), 0, 1)).astype(np.float32)
+    return d[0] if single else d
 
 
 def pixel_angle(shape, pc) -> np.ndarray:

@@ -21,6 +21,9 @@ class _ClassLabel:
         self.method = md.get_item("Saliency.method", "saliency")
         self.target = md.get_item("Saliency.target", "predicted")
         self.patterns = patterns
+        self.pc = md.get_item("Saliency.pc")  # band models
+        self.wavelength = md.get_item("Saliency.wavelength")
+        self.nav_shape = tuple(saliency.axes_manager.navigation_shape[::-1])
         self._cache = {}
 
     def _classify(self, indices):
@@ -36,7 +39,15 @@ class _ClassLabel:
 
         if check_patterns(data[None], bg)[0][0] != 0:  # get_saliency gives no heatmap
             return None, None
-        x, valid = preprocess(data[None], card.preprocessing, bg)
+        if card.input_kind == "bands":  # the band input with the PC get_saliency used
+            from kikuchipy_cnn.classify import _band_input
+
+            pcs = np.asarray(self.pc, np.float64).reshape(-1, 3)
+            nav = self.nav_shape
+            i = int(np.ravel_multi_index(tuple(indices[::-1]), nav)) if nav else 0
+            x, valid = _band_input(data[None], pcs[i : i + 1], self.wavelength, card, bg)
+        else:
+            x, valid = preprocess(data[None], card.preprocessing, bg)
         if not valid[0]:
             return None, None
         probs = get_session(card, None).run(x[valid], ("probabilities",), 1)["probabilities"][0]

@@ -93,9 +93,13 @@ def test_model_without_cam_supports_occlusion_only(tmp_path, register_plugin):
     register_plugin([card], name="nocam-plugin")
     s = kp.signals.EBSD(np.random.default_rng(0).random((1, 60, 60)))
     with pytest.raises(ValueError, match="does not support saliency method 'cam'"):
-        s.get_saliency(model="no-cam")
+        s.get_saliency(model="no-cam", method="cam")
     sal = s.get_saliency(model="no-cam", method="occlusion", show_progressbar=False)
     assert sal.data.shape == (1, 60, 60)
+    # method=None: the card's first method
+    default = s.get_saliency(model="no-cam", show_progressbar=False)
+    assert default.metadata.Saliency.method == "occlusion"
+    np.testing.assert_array_equal(default.data, sal.data)
 
 
 def _colourfulness(rgba: np.ndarray, fig, ax) -> float:
