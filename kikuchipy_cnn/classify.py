@@ -16,6 +16,7 @@ from kikuchipy_cnn.preprocessing import Preprocessing, preprocess
 from kikuchipy_cnn.registry import get_model
 from kikuchipy_cnn._chunks import compute, map_patterns
 from kikuchipy_cnn.pattern_check import CHECK_CODES, check_patterns as _check_patterns
+from kikuchipy_cnn.phases import POOL_MODES
 
 __all__ = ["classify_structure"]
 
@@ -61,19 +62,22 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
 _SKETCH_RECIPE = Preprocessing()
 
 
-def _sketch_size(card) -> int:
-    return card.preprocessing.size if card.input_kind == "pixels" else _SKETCH_RECIPE.size
+def _sketch_length(card) -> int:
+    """Length of the pattern sketches of a model's patterns
+    (:func:`kikuchipy_cnn.phases.sketch_length` of its preprocessed size)."""
+    from kikuchipy_cnn.phases import sketch_length
+
+    return sketch_length(card.preprocessing.size if card.input_kind == "pixels"
+                         else _SKETCH_RECIPE.size)
 
 
 def sketch_columns(card) -> int:
     """float32 columns that hold one pattern's discovery inputs: its radial
     spectrum (:func:`kikuchipy_cnn.phases.pattern_spectra`) and its sketch
     (:func:`kikuchipy_cnn.phases.pattern_sketches`, as float16 pairs)."""
-    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches
+    from kikuchipy_cnn.phases import SPECTRUM_BINS
 
-    s = _sketch_size(card)
-    m = pattern_sketches(np.zeros((1, s, s), np.float32)).shape[1]
-    return SPECTRUM_BINS + (m + 1) // 2
+    return SPECTRUM_BINS + (_sketch_length(card) + 1) // 2
 
 
 def _pack_sketches(sk: np.ndarray, columns: int) -> np.ndarray:
@@ -87,10 +91,9 @@ def _pack_sketches(sk: np.ndarray, columns: int) -> np.ndarray:
 def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
     """The spectra and float32 sketches from the :func:`sketch_columns`
     columns of :func:`_classify_chunk`."""
-    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches
+    from kikuchipy_cnn.phases import SPECTRUM_BINS
 
-    s = _sketch_size(card)
-    m = pattern_sketches(np.zeros((1, s, s), np.float32)).shape[1]
+    m = _sketch_length(card)
     spectra = np.array(packed[:, :SPECTRUM_BINS], dtype=np.float32)
     # a float16 view of the packed columns (rows contiguous), widened once
     half = packed[:, SPECTRUM_BINS:]
@@ -366,13 +369,9 @@ def validate_signal(signal):
         )
 
 
-#: ``pool`` values of :func:`classify_structure`
-POOL_MODES = ("phases", "none")
-
-
 def validate_pool(pool) -> str:
     """Return ``pool`` of :func:`classify_structure` if it is one of
-    :data:`POOL_MODES`, else raise a ValueError naming them."""
+    :data:`~kikuchipy_cnn.phases.POOL_MODES`, else raise a ValueError naming them."""
     if not isinstance(pool, str) or pool not in POOL_MODES:
         raise ValueError(
             f"pool must be one of {', '.join(repr(m) for m in POOL_MODES)} ('phases': discover "

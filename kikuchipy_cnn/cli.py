@@ -132,6 +132,8 @@ _OUTPUT_HELP = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``kikuchipy-cnn`` command."""
+    from kikuchipy_cnn.phases import POOL_MODES
+
     parser = argparse.ArgumentParser(
         prog="kikuchipy-cnn",
         description="Classify the crystal structure of EBSD patterns with CNNs.",
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with it; 20 kV is assumed, with a warning, when neither gives one)",
     )
     p.add_argument(
-        "--pool", choices=("phases", "none"), default="phases",
+        "--pool", choices=POOL_MODES, default="phases",
         help="'phases' (default): discover the phases of the scan (grains from "
         "neighbouring patterns, then grains grouped by the model's verdicts) and give "
         "each phase one class pooled from all its patterns; --min-score then applies to "

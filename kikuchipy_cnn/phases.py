@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kikuchipy_cnn.preprocessing import circular_mask
+
 __all__ = [
     "POOL_CLIP",
+    "POOL_MODES",
     "POOL_TEMPERING",
     "PhaseDiscovery",
     "PooledPhases",
@@ -30,7 +33,12 @@ __all__ = [
     "pattern_sketches",
     "pattern_spectra",
     "pool_probabilities",
+    "sketch_length",
 ]
+
+#: ``pool`` values of :func:`kikuchipy_cnn.classify_structure` (and of the
+#: command line's ``--pool``)
+POOL_MODES = ("phases", "none")
 
 #: Smallest per-pattern probability used in the pooled log-likelihood: one
 #: pattern that rules a class out cannot veto it against all the others
@@ -184,9 +192,7 @@ def pattern_sketches(x: np.ndarray, valid: np.ndarray | None = None,
     b = max(1, s // size)
     k = s // b
     x = x[:, : k * b, : k * b].reshape(n, k, b, k, b).mean(axis=(2, 4))
-    r = (np.arange(k) - (k - 1) / 2) / (k / 2)
-    inside = (r[:, None] ** 2 + r[None, :] ** 2) <= 1
-    out = x[:, inside]
+    out = x[:, circular_mask(k)]
     out = out - out.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     ok = norm[:, 0] > 0
@@ -194,6 +200,14 @@ def pattern_sketches(x: np.ndarray, valid: np.ndarray | None = None,
         ok &= np.asarray(valid, bool)
     out = np.where(ok[:, None], out / np.where(norm > 0, norm, 1), 0)
     return out.astype(np.float32)
+
+
+def sketch_length(side: int, size: int = SKETCH_SIZE) -> int:
+    """Length ``m`` of the sketch (:func:`pattern_sketches`) of a ``side`` ×
+    ``side`` preprocessed pattern: the pixels of the circle inscribed in its
+    block-averaged square."""
+    k = side // max(1, side // size)
+    return int(circular_mask(k).sum())
 
 
 def pattern_spectra(x: np.ndarray, valid: np.ndarray | None = None,

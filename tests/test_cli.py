@@ -279,3 +279,22 @@ def test_default_classify_to_ang_reads_back_when_no_phase_reaches_min_score(tmp_
     out = tmp_path / "none_above.ang"
     assert main(["classify", str(src), "-o", str(out), "--quiet", "--min-score", "1"]) == 0
     assert (io.load(out).phase_id == -1).all() and "MaterialName" in out.read_text()
+
+
+def test_pool_choices_are_the_pool_modes(monkeypatch, capsys):
+    import pytest
+
+    from kikuchipy_cnn import phases
+    from kikuchipy_cnn.cli import build_parser
+
+    def pool_action():
+        classify = next(a for a in build_parser()._subparsers._group_actions[0].choices.values()
+                        if any(x.dest == "pool" for x in a._actions))
+        return next(a for a in classify._actions if a.dest == "pool")
+
+    assert tuple(pool_action().choices) == phases.POOL_MODES
+    monkeypatch.setattr(phases, "POOL_MODES", ("phases", "none", "grains"))
+    assert tuple(pool_action().choices) == ("phases", "none", "grains")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["classify", "in.h5", "-o", "out.h5", "--pool", "grainz"])
+    assert "choose from" in capsys.readouterr().err

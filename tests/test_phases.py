@@ -541,3 +541,33 @@ def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_ba
             warnings.simplefilter("error", UserWarning)
             warnings.filterwarnings("ignore", "(?!.*no pooling settings)", UserWarning)
             _classify(ni, min_score=0, **kw)
+
+
+def test_sketch_length_without_sketching_and_the_preprocessing_mask(monkeypatch, tiny_model):
+    from kikuchipy_cnn import phases
+    from kikuchipy_cnn.classify import resolve_model, sketch_columns, unpack_sketches
+    from kikuchipy_cnn.preprocessing import circular_mask
+
+    rng = np.random.default_rng(0)
+    assert phases.sketch_length(1) == phases.pattern_sketches(np.ones((1, 1, 1))).shape[1] == 1
+    for side in (5, 16, 17, 31, 60, 64, 96, 128):
+        x = rng.normal(size=(2, side, side)).astype(np.float32)
+        sk = phases.pattern_sketches(x)
+        assert sk.shape == (2, phases.sketch_length(side))
+        # the pixels of the preprocessing's inscribed circle, centred, unit length
+        b = max(1, side // phases.SKETCH_SIZE)
+        k = side // b
+        want = x[:, : k * b, : k * b].reshape(2, k, b, k, b).mean(axis=(2, 4))[:, circular_mask(k)]
+        want -= want.mean(axis=1, keepdims=True)
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(sk, want, atol=1e-5)
+    # the card's columns and the unpacking know the length without sketching
+    card = resolve_model(tiny_model)
+
+    def no_sketching(*args, **kwargs):
+        raise AssertionError("pattern_sketches called to find the sketch length")
+
+    monkeypatch.setattr(phases, "pattern_sketches", no_sketching)
+    m = phases.sketch_length(card.preprocessing.size)
+    assert sketch_columns(card) == phases.SPECTRUM_BINS + (m + 1) // 2
+    assert unpack_sketches(np.zeros((3, sketch_columns(card)), np.float32), card)[1].shape == (3, m)
