@@ -152,3 +152,31 @@ def test_candidates_named_like_classes_stay_candidates(card, pooled):
         np.testing.assert_allclose(dec.scores["joint"], xmap.scores, rtol=1e-6)
         results.append(kikuchipy_cnn.labels(xmap)["joint"].tolist())
     assert results[0] == results[1]
+
+
+def test_phases_are_numbered_only_among_the_listed_phases_sharing_a_class(card, tmp_path):
+    from orix import io
+
+    from kikuchipy_cnn.io import save_crystal_map
+
+    # four discovered phases: cF (strong), cF (weak), hP (strong), cI (weak)
+    ci = JOINT_CLASSES.index("cI m-3m")
+    probs = np.full((8, 23), 0.01)
+    probs[0:2, CF] = 0.9
+    probs[2:4, CF] = 0.2
+    probs[4:6, HP] = 0.9
+    probs[6:8, ci] = 0.2
+    probs /= probs.sum(1, keepdims=True)
+    phase = np.repeat(np.arange(4), 2)
+    disc = PhaseDiscovery(grain=phase.copy(), phase=phase, n_grains=4, n_phases=4, split_r2=[])
+    xmap = _pooled(probs, disc, card, min_score=0.8)
+    strong = xmap.pooled_phases.scores >= 0.8
+    assert strong.tolist() == [True, False, True, False]
+    # every discovered phase is listed, the weak ones too: the two cF phases are
+    # told apart in the list, the others are not numbered
+    assert xmap.phases.names == ["not_indexed", "cF m-3m (1)", "cF m-3m (2)", "hP 6/mmm", "cI m-3m"]
+    assert xmap.pooled_phases.names == xmap.phases.names[1:]
+    assert xmap.phase_id.tolist() == [0, 0, -1, -1, 2, 2, -1, -1]
+    save_crystal_map(xmap, tmp_path / "m.ang")
+    back = io.load(tmp_path / "m.ang.h5")
+    assert [back.phases[i].name for i in (0, 2)] == ["cF m-3m (1)", "hP 6/mmm"]

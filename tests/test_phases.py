@@ -413,14 +413,32 @@ def test_candidate_phases_pool_over_their_classes(render):
 
 
 def test_one_pattern_and_pool_none_are_todays_map(render):
+    import onnxruntime as ort
+
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.preprocessing import preprocess
+
     s, _ = render([FCC_LARGE], seed=0)
-    one = s.inav[3, 2]
-    a, b = _classify(one, min_score=0), _classify(one, min_score=0, pool="none")
-    assert a.phases.names == b.phases.names and (a.phase_id == b.phase_id).all()
-    assert not hasattr(a, "pooled_phases") and "phase_index" not in a.prop
+    # the expectation: the model run by hand on the preprocessed patterns,
+    # one phase per class, each pattern its argmax
+    card = resolve_model(None)
+    x, valid = preprocess(s.data.reshape(144, 60, 60), card.preprocessing, None)
+    assert valid.all()
+    sess = ort.InferenceSession(str(card.weights_path), providers=["CPUExecutionProvider"])
+    p = sess.run(["probabilities"], {card.input_name: x})[0]
+    classes = list(card.classes)
+    for pool in ("phases", "none"):  # one pattern: nothing to pool
+        one = _classify(s.inav[3, 2], min_score=0, pool=pool)
+        assert one.phases.names == classes and one.phases.ids == list(range(23))
+        assert one.phase_id.tolist() == [int(p[2 * 12 + 3].argmax())]
+        np.testing.assert_allclose(one.scores, p[2 * 12 + 3].max(), rtol=1e-4)
+        assert not hasattr(one, "pooled_phases") and "phase_index" not in one.prop
+        assert "pattern_score" not in one.prop
     none = _classify(s, min_score=0, pool="none")
-    assert len(none.phases.ids) == 23 and "phase_index" not in none.prop
-    assert not hasattr(none, "pooled_phases")
+    assert none.phases.names == classes and none.phases.ids == list(range(23))
+    np.testing.assert_array_equal(none.phase_id, p.argmax(1))
+    np.testing.assert_allclose(none.scores, p.max(1), rtol=1e-4)
+    assert "phase_index" not in none.prop and not hasattr(none, "pooled_phases")
 
 
 def test_bad_pool_is_refused_first(render):
