@@ -119,3 +119,21 @@ def test_band_detection_leaves_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_band_trace_distance_is_the_angle_to_the_plane():
+    from kikuchipy_cnn.bands import band_trace_distance
+
+    shape, pc = (40, 50), (0.45, 0.3, 0.7)
+    n = np.array([[0.0, 1.0, 0.0], [0.3, -0.2, 0.9]])
+    d = band_trace_distance(shape, pc, n * [[2.0], [1.0]])  # length does not matter
+    r = pixel_directions(shape, pc)
+    nn = n / np.linalg.norm(n, axis=1, keepdims=True)
+    np.testing.assert_allclose(d, np.arcsin(np.abs(np.einsum("ijc,kc->kij", r, nn))), atol=1e-6)
+    assert d.shape == (2, 40, 50) and d.dtype == np.float32
+    # the plane y = 0 is the row through the pattern centre (PCy from the top)
+    row = np.argmin(d[0].mean(axis=1))
+    assert abs(row + 0.5 - pc[1] * shape[0]) <= 0.5
+    np.testing.assert_allclose(band_trace_distance(shape, pc, n[1]), d[1])
+    with pytest.raises(ValueError, match="non-zero"):
+        band_trace_distance(shape, pc, np.zeros(3))
