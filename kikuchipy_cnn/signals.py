@@ -131,7 +131,9 @@ class EBSDSaliency(Signal2D):
         ``metadata.Saliency`` on the pattern shown (preprocessed with the
         signal's own static background, as ``get_saliency()`` does by
         default): the predicted class for ``target="predicted"``, otherwise
-        the target class.
+        the target class. For band models, the band features are computed
+        with the pattern centres and wavelength that ``get_saliency()`` used
+        (``metadata.Saliency.pc`` and ``.wavelength``).
         """
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], not {alpha}")
