@@ -760,6 +760,7 @@ def classify_structure(
             signal, model=card, navigation_mask=navigation_mask, batch_size=batch_size,
             providers=providers, static_background=static_background,
             show_progressbar=show_progressbar,
+            pc=np.asarray(geometry["per_pattern"]).reshape(-1, 3) if geometry else None,  # the PC used
         )
         return xmap, saliency
     return xmap

@@ -281,3 +281,19 @@ def test_bundled_band_model_default_method_and_overlay(ni, tmp_path):
     assert "bands saliency" in title
     fig.savefig(tmp_path / "overlay.png")
     plt.close("all")
+
+
+def test_classify_returns_band_saliency_with_the_pc_it_used():
+    # return_saliency=True draws the heatmaps with the PC the map was made with
+    import kikuchipy as kp
+
+    import kikuchipy_cnn
+
+    s = kp.data.nickel_ebsd_small().inav[:2, :1]
+    pc = np.array([0.43, 0.21, 0.49])
+    xmap, sal = s.classify_structure(model="kcnn-bands-mlp", pc=tuple(pc), pool="none", verbose=0,
+                                     min_score=0, return_saliency=True, show_progressbar=False)
+    direct = kikuchipy_cnn.get_saliency(s, model="kcnn-bands-mlp", pc=tuple(pc), show_progressbar=False)
+    np.testing.assert_allclose(sal.data, direct.data, atol=1e-6)
+    default = kikuchipy_cnn.get_saliency(s, model="kcnn-bands-mlp", show_progressbar=False)
+    assert not np.allclose(sal.data, default.data)
