@@ -683,14 +683,15 @@ def classify_structure(
         print(
             "Structure classification information:\n"
             f"  Model: {card.name} {card.version}\n"
-            f"  Execution provider: {session.provider}\n"
-            f"Classifying {n_used} pattern(s)"
+            f"  Execution provider: {session.provider}"
         )
     geometry, estimate = {}, None
     if card.input_kind == "bands":
         pc, estimate = _pc_for_band_model(signal, pc, bg, verbose)
         pcs, wavelength = detector_geometry(signal, nav_shape, pc)
         geometry = {"per_pattern": pcs, "wavelength": wavelength}
+    if verbose:  # after the PC: a refused estimate classifies nothing
+        print(f"Classifying {n_used} pattern(s)")
     t0 = time.perf_counter()
     pooling = pool == "phases"
     lazy_out = map_model(

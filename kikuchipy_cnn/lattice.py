@@ -567,8 +567,9 @@ def reconstruct_lattice(normals, widths, strength, wavelength: float, n_top: int
     Returns
     -------
     LatticeFit or None
-        None when fewer than ``min_bands`` bands or fewer than three
-        non-coplanar bands with widths exist: the lattice is not determined.
+        None when fewer than ``min_bands`` bands (or, with ``use_widths``,
+        fewer than three non-coplanar bands with widths) exist, or no basis
+        indexes them: the lattice is not determined.
     """
     if not use_widths:
         widths = np.full(len(np.asarray(normals)), np.nan)

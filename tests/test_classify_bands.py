@@ -114,14 +114,15 @@ def test_pc_is_ignored_with_a_warning_by_pixel_models(ni, tiny_card_path):
     assert not hasattr(xmap, "pc_estimate")
 
 
-def test_refused_estimate_names_the_fix(tiny_band_card_path):
+def test_refused_estimate_names_the_fix(tiny_band_card_path, capsys):
     card = ModelCard.from_file(tiny_band_card_path)
     rng = np.random.default_rng(4)
     s = kp.signals.EBSD(rng.poisson(100, size=(3, 80, 80)).astype(np.float32))
     s.detector = kp.detectors.EBSDDetector(shape=(80, 80), pc=(0.5, 0.3, 0.6), sample_tilt=70)
     s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
     with pytest.raises(ValueError, match=r"could not be estimated.*pc=\(PCx, PCy, PCz\)"):
-        s.classify_structure(model=card, verbose=0, pc="estimate")
+        s.classify_structure(model=card, verbose=1, pc="estimate")
+    assert "Classifying" not in capsys.readouterr().out  # nothing announced that was not done
 
 
 @pytest.fixture(scope="module")
