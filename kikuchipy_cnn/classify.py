@@ -145,22 +145,36 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     return out
 
 
-def _band_input(patterns, pcs, wavelength, card, static_background):
-    """Band features of patterns (static background divided out first) and
-    which patterns are usable (finite, not constant)."""
+def band_sets(patterns, pcs, card, static_background):
+    """The bands a band model reads: the patterns (static background divided
+    out) checked usable (finite, not constant) and their bands detected with
+    each one's PC. Returns the :class:`~kikuchipy_cnn.bands.BandSet` of the
+    usable patterns (None if none), which patterns are usable and their
+    angular pixel sizes. Shared by classification and saliency."""
     from kikuchipy_cnn.bands import detect_bands, pixel_angle
-    from kikuchipy_cnn.features import band_features
     from kikuchipy_cnn.preprocessing import static_background_divisor
 
     x = np.asarray(patterns, dtype=np.float32).copy()
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(x).all(axis=(1, 2)) & (np.ptp(x, axis=(1, 2)) > 0)
+    if not valid.any():
+        return None, valid, np.zeros(0)
     if static_background is not None:
         x /= static_background_divisor(static_background, x.shape[-2:])
-    feats = np.zeros((len(x), card.input_shape[1]), dtype=np.float32)
-    if valid.any():
-        bands = detect_bands(x[valid], pcs[valid], n_bands=card.band_settings["n_bands"])
-        feats[valid] = band_features(bands, wavelength, pixel_angle(x.shape[1:], pcs[valid]))
+    pcs = np.asarray(pcs, np.float64)[valid]
+    bands = detect_bands(x[valid], pcs, n_bands=card.band_settings["n_bands"])
+    return bands, valid, pixel_angle(x.shape[1:], pcs)
+
+
+def _band_input(patterns, pcs, wavelength, card, static_background):
+    """Band features of patterns (:func:`band_sets`) and which patterns are
+    usable (finite, not constant)."""
+    from kikuchipy_cnn.features import band_features
+
+    bands, valid, angles = band_sets(patterns, pcs, card, static_background)
+    feats = np.zeros((len(valid), card.input_shape[1]), dtype=np.float32)
+    if bands is not None:
+        feats[valid] = band_features(bands, wavelength, angles)
     return feats, valid
 
 

@@ -31,9 +31,6 @@ __all__ = ["band_heatmap", "get_saliency", "zone_axis_factor"]
 
 METHODS = ("cam", "occlusion", "bands")
 
-#: Methods for pixel models (card ``input.kind: pixels``)
-PIXEL_METHODS = ("cam", "occlusion")
-
 #: Methods for band models (card ``input.kind: bands``)
 BAND_METHODS = ("bands",)
 
@@ -191,9 +188,9 @@ def band_heatmap(shape: tuple[int, int], pc, bands, drops: np.ndarray) -> np.nda
         return heat.astype(np.float32)
     px = float(pixel_angle(shape, pc)[0])
     width = np.asarray(bands.width[0], np.float64)
-    for j in draw:
+    dist = band_trace_distance(shape, pc, bands.normals[0, draw])  # one per drawn band
+    for j, d in zip(draw, dist):
         w = width[j] if np.isfinite(width[j]) and width[j] > 0 else UNKNOWN_BAND_WIDTH
-        d = band_trace_distance(shape, pc, bands.normals[0, j])
         heat[d <= max(w / 2, px / 2)] += drops[j]
     hi = heat.max()
     return (heat / hi if hi > 0 else heat).astype(np.float32)
@@ -205,9 +202,8 @@ def _band_saliency_chunk(patterns, excluded, card_path, providers, batch_size, s
     :func:`kikuchipy_cnn.classify._band_input` (static background divided
     out, bands detected with each pattern's PC), then one model run per
     pattern over its band set and the set without each band."""
-    from kikuchipy_cnn.bands import detect_bands, pixel_angle
+    from kikuchipy_cnn.classify import band_sets
     from kikuchipy_cnn.pattern_check import check_patterns
-    from kikuchipy_cnn.preprocessing import static_background_divisor
 
     card = _card(card_path)
     n, rows, cols = patterns.shape
@@ -217,17 +213,12 @@ def _band_saliency_chunk(patterns, excluded, card_path, providers, batch_size, s
         keep = keep[check_patterns(patterns[keep], static_background)[0] == 0]
     if keep.size == 0:
         return out
-    x = np.asarray(patterns[keep], dtype=np.float32).copy()
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(x).all(axis=(1, 2)) & (np.ptp(x, axis=(1, 2)) > 0)
-    if not valid.any():
+    bands, valid, pa = band_sets(patterns[keep], np.asarray(per_pattern, np.float64)[keep], card,
+                                 static_background)
+    if bands is None:
         return out
-    if static_background is not None:
-        x /= static_background_divisor(static_background, x.shape[-2:])
     good = keep[valid]
     pcs = np.asarray(per_pattern, np.float64)[good]
-    bands = detect_bands(x[valid], pcs, n_bands=card.band_settings["n_bands"])
-    pa = pixel_angle((rows, cols), pcs)
     session = get_session(card, providers)
     for i, g in enumerate(good):
         one = type(bands)(*(a[i : i + 1] for a in bands))

@@ -10,6 +10,11 @@ from hyperspy.signals import Signal2D
 __all__ = ["EBSDSaliency", "LazyEBSDSaliency"]
 
 
+#: _ClassLabel._classify's score where the saliency's stored PCs do not
+#: match its (sliced) navigation shape
+_SLICED = object()
+
+
 class _ClassLabel:
     """Title of the overlay at a navigation position: the heatmap's class
     and the model's probability of it, computed for one pattern at a time
@@ -44,7 +49,11 @@ class _ClassLabel:
 
             pcs = np.asarray(self.pc, np.float64).reshape(-1, 3)
             nav = self.nav_shape
-            i = int(np.ravel_multi_index(tuple(indices[::-1]), nav)) if nav else 0
+            if len(pcs) not in (1, int(np.prod(nav)) if nav else 1):
+                # a sliced saliency (hyperspy does not slice its metadata): which
+                # pattern's PC it used is not known here, so no class is named
+                return None, _SLICED
+            i = int(np.ravel_multi_index(tuple(indices[::-1]), nav)) if nav and len(pcs) > 1 else 0
             x, valid = _band_input(data[None], pcs[i : i + 1], self.wavelength, card, bg)
         else:
             x, valid = preprocess(data[None], card.preprocessing, bg)
@@ -63,6 +72,8 @@ class _ClassLabel:
         if indices not in self._cache:
             self._cache[indices] = self._classify(indices)
         name, score = self._cache[indices]
+        if score is _SLICED:
+            return f"{self.model}, {self.method} saliency (class not recomputed for a sliced saliency)"
         if name is None:
             return "Not a usable Kikuchi pattern: no saliency"
         kind = "predicted" if self.target == "predicted" else "target"

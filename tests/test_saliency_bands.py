@@ -297,3 +297,18 @@ def test_classify_returns_band_saliency_with_the_pc_it_used():
     np.testing.assert_allclose(sal.data, direct.data, atol=1e-6)
     default = kikuchipy_cnn.get_saliency(s, model="kcnn-bands-mlp", show_progressbar=False)
     assert not np.allclose(sal.data, default.data)
+
+
+def test_sliced_band_saliency_title_names_no_class_it_cannot_recompute():
+    # per-pattern PCs are stored in metadata, which hyperspy does not slice
+    import kikuchipy as kp
+
+    from kikuchipy_cnn.signals import _ClassLabel
+
+    s = kp.data.nickel_ebsd_small().inav[:2, :1]
+    pcs = np.array([[[0.42, 0.21, 0.50], [0.44, 0.20, 0.49]]])
+    sal = s.get_saliency(model="kcnn-bands-mlp", pc=pcs, show_progressbar=False)
+    full = _ClassLabel(sal, s)((1, 0))
+    assert "score" in full
+    sliced = _ClassLabel(sal.inav[1:, :], s.inav[1:, :])((0, 0))
+    assert "not recomputed" in sliced and "score" not in sliced
