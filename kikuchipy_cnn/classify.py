@@ -771,11 +771,13 @@ def classify_structure(
     if return_saliency:
         from kikuchipy_cnn.saliency import get_saliency
 
-        saliency = get_saliency(
-            signal, model=card, navigation_mask=navigation_mask, batch_size=batch_size,
-            providers=providers, static_background=static_background,
-            show_progressbar=show_progressbar,
-            pc=np.asarray(geometry["per_pattern"]).reshape(-1, 3) if geometry else None,  # the PC used
-        )
+        with warnings.catch_warnings():  # already said above, once is enough
+            warnings.filterwarnings("ignore", message="The signal's metadata give no beam energy")
+            saliency = get_saliency(
+                signal, model=card, navigation_mask=navigation_mask, batch_size=batch_size,
+                providers=providers, static_background=static_background,
+                show_progressbar=show_progressbar,
+                pc=np.asarray(geometry["per_pattern"]).reshape(-1, 3) if geometry else None,  # the PC used
+            )
         return xmap, saliency
     return xmap

@@ -312,3 +312,18 @@ def test_sliced_band_saliency_title_names_no_class_it_cannot_recompute():
     assert "score" in full
     sliced = _ClassLabel(sal.inav[1:, :], s.inav[1:, :])((0, 0))
     assert "not recomputed" in sliced and "score" not in sliced
+
+
+def test_classify_with_saliency_warns_once_about_a_missing_beam_energy():
+    import kikuchipy as kp
+
+    s = kp.data.nickel_ebsd_small().inav[:1, :1]
+    s.metadata.Acquisition_instrument.SEM.beam_energy = None  # not given
+    if s.metadata.get_item("Acquisition_instrument.SEM.beam_energy") is not None:
+        pytest.skip("cannot remove the beam energy from kikuchipy's metadata")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s.classify_structure(model="kcnn-bands-mlp", pool="none", verbose=0, return_saliency=True,
+                             show_progressbar=False)
+    beam = [w for w in caught if "give no beam energy" in str(w.message)]
+    assert len(beam) == 1, [str(w.message) for w in beam]
