@@ -187,6 +187,22 @@ class ModelCard:
         return float(a), float(b)
 
     @property
+    def pooled_model(self) -> "Path | None":
+        """Path of the card's pooled-evidence model (``pooling: {model: file,
+        sha256: ..., version: ...}``; band models only), or None. With one,
+        ``classify_structure(pool="phases")`` gives each discovered phase the
+        class this model reads from the pooled band features of all its
+        patterns (:func:`~kikuchipy_cnn.phases.pool_evidence`) instead of
+        pooling the per-pattern probabilities."""
+        pooling = self.data.get("pooling") or {}
+        return self.path.parent / pooling["model"] if "model" in pooling else None
+
+    @property
+    def pooled_sha256(self) -> str | None:
+        """sha256 of :attr:`pooled_model` (checked when it is loaded)."""
+        return (self.data.get("pooling") or {}).get("sha256")
+
+    @property
     def saliency_methods(self) -> tuple[str, ...]:
         return tuple(self.data.get("saliency", ["occlusion"]))
 
@@ -266,11 +282,15 @@ class ModelCard:
         if pooling is not None:
             self._validate_pooling(pooling, where)
 
-    @staticmethod
-    def _validate_pooling(pooling, where):
+    def _validate_pooling(self, pooling, where):
         """The optional ``pooling`` mapping: ``tempering`` (a number >= 0)
-        and/or ``split_r2`` (two numbers), nothing else."""
-        bad = not isinstance(pooling, dict) or not pooling or set(pooling) - {"tempering", "split_r2"}
+        and/or ``split_r2`` (two numbers), and for band models a pooled
+        model (``model``: ONNX file, ``sha256``, ``version``:
+        :data:`kikuchipy_cnn.features.POOLED_VERSION`); nothing else."""
+        from kikuchipy_cnn.features import POOLED_VERSION
+
+        keys = {"tempering", "split_r2", "model", "sha256", "version"}
+        bad = not isinstance(pooling, dict) or not pooling or set(pooling) - keys
         try:
             if not bad and "tempering" in pooling:
                 beta = float(pooling["tempering"])
@@ -278,14 +298,32 @@ class ModelCard:
             if not bad and "split_r2" in pooling:
                 ab = np.asarray(pooling["split_r2"], dtype=np.float64)
                 bad = ab.shape != (2,) or not np.isfinite(ab).all()
+            if not bad and {"model", "sha256", "version"} & set(pooling):
+                bad = not (isinstance(pooling.get("model"), str)
+                           and isinstance(pooling.get("sha256"), str) and len(pooling["sha256"]) == 64
+                           and isinstance(pooling.get("version"), str))
         except (TypeError, ValueError):
             bad = True
         if bad:
             raise ModelCardError(
                 f"{where}: pooling must be a mapping with 'tempering' (a finite number >= 0, the "
                 "beta of kikuchipy_cnn.phases.pool_probabilities) and/or 'split_r2' (two numbers "
-                f"[a, b], see kikuchipy_cnn.phases.SPLIT_R2), not {pooling!r}"
+                "[a, b], see kikuchipy_cnn.phases.SPLIT_R2) and/or, for band models, a pooled "
+                "model: 'model' (ONNX file), 'sha256' and 'version' (all three), "
+                f"not {pooling!r}"
             )
+        if "model" in pooling:
+            if self.input_kind != "bands":
+                raise ModelCardError(
+                    f"{where}: a pooled model (pooling: model) reads pooled band features; "
+                    f"this card's input kind is {self.input_kind!r}, not 'bands'"
+                )
+            if pooling["version"] != POOLED_VERSION:
+                raise ModelCardError(
+                    f"{where}: its pooled model was trained on pooled features "
+                    f"{pooling['version']!r}, but this kikuchipy-cnn computes {POOLED_VERSION!r}: "
+                    "use a kikuchipy-cnn version that matches the model, or retrain it"
+                )
 
     def verify_weights(self):
         """Raise :class:`WeightsError` unless the weights file exists and its

@@ -103,7 +103,7 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
-                    per_pattern=None, wavelength=None, sketch=False):
+                    per_pattern=None, wavelength=None, sketch=False, features=False):
     """Per-chunk work: preprocessing (pixels) or band features (bands) → ONNX
     Runtime → probabilities.
 
@@ -112,15 +112,18 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     ``sketch=True`` followed by each pattern's packed sketch
     (:func:`kikuchipy_cnn.phases.pattern_spectra` and
     :func:`~kikuchipy_cnn.phases.pattern_sketches` of the preprocessed
-    pattern, for discovering phases; 0 where not classified).
+    pattern, for discovering phases; 0 where not classified); with
+    ``features=True`` (band models) followed by each pattern's band features
+    (for pooling the evidence of a phase; NaN where not classified).
     """
     from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches, pattern_spectra
 
     card = _card(card_path)
     n = patterns.shape[0]
     ncol = sketch_columns(card) if sketch else 0
-    out = np.full((n, len(card.classes) + 1 + ncol), np.nan, dtype=np.float32)
-    out[:, len(card.classes):] = 0
+    nfeat = card.input_shape[1] if features else 0
+    out = np.full((n, len(card.classes) + 1 + ncol + nfeat), np.nan, dtype=np.float32)
+    out[:, len(card.classes) : len(card.classes) + 1 + ncol] = 0
     keep = np.flatnonzero(~excluded)
     if keep.size == 0:
         return out
@@ -133,6 +136,8 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     if good.size:
         probs = session.run(x[valid], ("probabilities",), batch_size)["probabilities"]
         out[good, : len(card.classes)] = probs
+        if nfeat:
+            out[good, out.shape[1] - nfeat :] = x[valid]
         if sketch:
             if card.input_kind == "bands":
                 x, _ = preprocess(patterns[good], _SKETCH_RECIPE, static_background)
@@ -140,7 +145,8 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
                 x = x[valid]
             first = len(card.classes) + 1
             out[good, first : first + SPECTRUM_BINS] = pattern_spectra(x)
-            out[good, first + SPECTRUM_BINS :] = _pack_sketches(pattern_sketches(x), ncol - SPECTRUM_BINS)
+            out[good, first + SPECTRUM_BINS : first + ncol] = _pack_sketches(pattern_sketches(x),
+                                                                             ncol - SPECTRUM_BINS)
     out[keep[~valid], len(card.classes)] = 1
     return out
 
@@ -598,7 +604,11 @@ def classify_structure(
         phases from its ``pooling: {split_r2: [a, b]}``, else
         :data:`~kikuchipy_cnn.phases.SPLIT_R2`; both were fitted for
         ``kcnn-resnet-s`` 0.2.0, and a UserWarning says so when the card has
-        no ``pooling:``). ``min_score`` then
+        no ``pooling:``). A band model whose card has a pooled model
+        (``pooling: {model: ...}``) pools the *evidence* instead: the band
+        features of each phase's patterns, averaged per grain and summarised
+        over its grains (:func:`~kikuchipy_cnn.phases.pool_evidence`), are
+        classified by that model. ``min_score`` then
         applies to the *pooled* top probability: all patterns of a phase
         below it get ``phase_id = -1`` and, like patterns below ``min_score``
         with ``"none"``, are reported (labels, scores) with their own most
@@ -708,10 +718,12 @@ def classify_structure(
         print(f"Classifying {n_used} pattern(s)")
     t0 = time.perf_counter()
     pooling = pool == "phases"
+    evidence = pooling and card.pooled_model is not None
+    n_features = card.input_shape[1] if evidence else 0
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
-        (len(card.classes) + 3 + (sketch_columns(card) if pooling else 0),), check=bool(check),
-        sketch=pooling, **geometry,
+        (len(card.classes) + 3 + (sketch_columns(card) if pooling else 0) + n_features,),
+        check=bool(check), sketch=pooling, **geometry, **({"features": True} if evidence else {}),
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
@@ -733,7 +745,7 @@ def classify_structure(
         from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
         from kikuchipy_cnn.phases import discover_phases
 
-        if not card.has_pooling:
+        if not card.has_pooling and not evidence:
             from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
 
             warnings.warn(
@@ -744,12 +756,20 @@ def classify_structure(
                 UserWarning,
                 stacklevel=2,
             )
-        spectra, sketches = unpack_sketches(out[:, n_classes + 1 : -2], card)
+        first = n_classes + 1
+        spectra, sketches = unpack_sketches(out[:, first : first + sketch_columns(card)], card)
         discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra,
                                     split_r2=card.pool_split_r2)
+        pooled = None
+        if evidence:
+            from kikuchipy_cnn.phases import pool_evidence
+
+            feats = out[:, out.shape[1] - 2 - n_features : out.shape[1] - 2]
+            pooled = pool_evidence(feats, np.where(classified, discovery.phase, -1), discovery.grain,
+                                   card.pooled_model, card.pooled_sha256)
         xmap = build_pooled_crystal_map(
             probs, classified, discovery, card, nav_shape, step_sizes, scan_unit,
-            float(min_score), mask, phase_list, tempering=card.pool_tempering,
+            float(min_score), mask, phase_list, tempering=card.pool_tempering, evidence=pooled,
         )
         if verbose:
             print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s))\n"

@@ -185,9 +185,16 @@ def build_pooled_crystal_map(
     navigation_mask: np.ndarray | None,
     phase_list: PhaseList | None = None,
     tempering: float = 0.0,
+    evidence: tuple | None = None,
 ) -> CrystalMap:
     """Build the phase map of discovered phases, each with one class pooled
     from all its patterns (``classify_structure(pool="phases")``).
+
+    ``evidence``, if given, is ``(labels, pooled, counts)`` of
+    :func:`~kikuchipy_cnn.phases.pool_evidence` over the model's classes
+    for the phases of ``discovery``: the phases' probabilities then come from
+    it (restricted to the candidates' classes and renormalised with
+    ``phase_list``) instead of from pooling ``probs``.
 
     ``discovery`` is a :class:`~kikuchipy_cnn.phases.PhaseDiscovery` of the
     patterns. Each discovered phase gets the argmax of its patterns' pooled
@@ -216,7 +223,15 @@ def build_pooled_crystal_map(
 
     phases, ids, restricted, restricted_classes = _restrict(probs, card, phase_list)
     group = np.where(classified, discovery.phase, -1)
-    labels_, pooled, counts = pool_probabilities(restricted, group, tempering=tempering)
+    if evidence is None:
+        labels_, pooled, counts = pool_probabilities(restricted, group, tempering=tempering)
+        method = "probabilities"
+    else:
+        labels_, pooled, counts = evidence
+        if phase_list is not None:
+            pooled = pooled[:, [card.classes.index(c) for c in restricted_classes]]
+            pooled = pooled / pooled.sum(axis=1, keepdims=True)
+        tempering, method = float("nan"), "evidence"
     k = len(labels_)
     top = pooled.argmax(axis=1)
     pscore = pooled[np.arange(k), top]
@@ -261,7 +276,7 @@ def build_pooled_crystal_map(
     xmap.pooled_phases = PooledPhases(
         names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
         probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
-        tempering=float(tempering),
+        tempering=float(tempering), method=method,
     )
     return xmap
 

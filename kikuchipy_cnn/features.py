@@ -28,10 +28,26 @@ import numpy as np
 from kikuchipy_cnn.lattice import METRIC_TOLERANCES, reconstruct_lattice
 from kikuchipy_cnn.symmetry import BRAVAIS_LATTICES
 
-__all__ = ["FEATURE_VERSION", "band_features", "feature_names", "pattern_features", "width_sigma"]
+__all__ = [
+    "FEATURE_VERSION",
+    "MAX_VIEWS",
+    "POOLED_VERSION",
+    "band_features",
+    "feature_names",
+    "pattern_features",
+    "pooled_feature_names",
+    "pooled_features",
+    "width_sigma",
+]
 
 #: Version of the feature recipe (bump on any change of meaning or order).
 FEATURE_VERSION = "bands-2"
+
+#: Version of the pooled recipe (:func:`pooled_features`) over :data:`FEATURE_VERSION`
+POOLED_VERSION = FEATURE_VERSION + "-views-1"
+
+#: Views beyond which the view-count entry of :func:`pooled_features` saturates
+MAX_VIEWS = 30
 
 _N_ANGLE_BINS = 18  # 0-90 deg in 5 deg bins
 _N_TOP = 12  # strongest bands used for the geometry group
@@ -178,3 +194,57 @@ def band_features(bands, wavelength, pixel_angle) -> np.ndarray:
         v = bands.valid[i]
         out[i] = pattern_features(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], lam[i], pa[i])
     return out
+
+
+def pooled_feature_names() -> list[str]:
+    """Names of the entries of :func:`pooled_features`, in order."""
+    base = feature_names()
+    return ([f"mean_{n}" for n in base] + [f"sd_{n}" for n in base] + [f"q90_{n}" for n in base]
+            + ["log_views"])
+
+
+def pooled_features(features, views=None) -> np.ndarray:
+    """One orientation-invariant vector from the band features of many
+    patterns of one phase, seen in several *views* (grains: orientations).
+
+    Each view's patterns are averaged first (patterns of one grain show the
+    same bands, so a grain counts once, however many patterns it has);
+    then, over the views, the mean (e.g. the fraction of views whose
+    lattice reaches each Bravais lattice at each tolerance), the standard
+    deviation and the 90th percentile of every feature, and the log of the
+    number of views (saturating at :data:`MAX_VIEWS`). Training (bags of
+    band sets of one structure at random orientations, one view each) and
+    inference (a discovered phase's patterns and grains) both call this.
+
+    Parameters
+    ----------
+    features
+        ``(n, F)`` :func:`band_features` of the patterns.
+    views
+        ``(n,)`` view (grain) label per pattern; default: each pattern its
+        own view.
+
+    Returns
+    -------
+    np.ndarray
+        ``(3 F + 1,)`` float32 (see :func:`pooled_feature_names`).
+    """
+    x = np.asarray(features, np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"features must be (n, F) with n >= 1, not {x.shape}")
+    if views is None:
+        per_view = x
+    else:
+        views = np.asarray(views)
+        if views.shape != x.shape[:1]:
+            raise ValueError(f"views must be (n,) = {x.shape[:1]}, not {views.shape}")
+        _, inv = np.unique(views, return_inverse=True)
+        count = np.bincount(inv)
+        per_view = np.zeros((count.size, x.shape[1]))
+        np.add.at(per_view, inv, x)
+        per_view /= count[:, None]
+    m = len(per_view)
+    return np.concatenate([
+        per_view.mean(0), per_view.std(0), np.quantile(per_view, 0.9, axis=0),
+        [np.log(min(m, MAX_VIEWS)) / np.log(MAX_VIEWS)],
+    ]).astype(np.float32)  # fmt: skip

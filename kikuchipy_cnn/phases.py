@@ -32,6 +32,7 @@ __all__ = [
     "grains_from_sketches",
     "pattern_sketches",
     "pattern_spectra",
+    "pool_evidence",
     "pool_probabilities",
     "sketch_length",
 ]
@@ -158,6 +159,59 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
     pooled = np.exp(total)
     pooled /= pooled.sum(axis=1, keepdims=True)
     return labels, pooled, counts
+
+
+def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, model_path,
+                  sha256: str):
+    """Pool the band evidence of the patterns of each group with a pooled model.
+
+    Where :func:`pool_probabilities` combines verdicts, this combines the
+    evidence: the band features of a group's patterns (a discovered phase),
+    averaged per view (grain) and summarised over its views by
+    :func:`kikuchipy_cnn.features.pooled_features` (e.g. the fraction of
+    grains whose reconstructed lattice reaches each Bravais lattice), are read
+    by the model card's pooled model (``pooling: {model: ...}``, trained on
+    bags of 1-12 orientations of simulated structures by
+    :mod:`kikuchipy_cnn.training.pooled_model`).
+
+    Parameters
+    ----------
+    features
+        ``(n, F)`` band features per pattern
+        (:func:`kikuchipy_cnn.features.band_features`); rows that are not
+        finite are left out.
+    groups
+        ``(n,)`` group label per pattern; negative labels are left out.
+    views
+        ``(n,)`` view (grain) label per pattern.
+    model_path, sha256
+        The pooled ONNX model and its checksum
+        (:attr:`kikuchipy_cnn.card.ModelCard.pooled_model`).
+
+    Returns
+    -------
+    labels, pooled, counts
+        As :func:`pool_probabilities`.
+    """
+    from kikuchipy_cnn.engine import run_auxiliary
+    from kikuchipy_cnn.features import pooled_features
+
+    features = np.asarray(features, dtype=np.float32)
+    groups, views = np.asarray(groups), np.asarray(views)
+    if features.ndim != 2 or groups.shape != features.shape[:1] or views.shape != groups.shape:
+        raise ValueError(
+            f"features must be (n, F) and groups and views (n,), not {features.shape}, "
+            f"{groups.shape} and {views.shape}"
+        )
+    ok = np.isfinite(features).all(axis=1) & (groups >= 0)
+    labels = np.unique(groups[ok])
+    counts = np.array([int((ok & (groups == g)).sum()) for g in labels], dtype=np.int64)
+    if labels.size == 0:
+        return labels, np.zeros((0, 0)), counts
+    x = np.stack([pooled_features(features[ok & (groups == g)], views[ok & (groups == g)])
+                  for g in labels])
+    pooled = np.asarray(run_auxiliary(model_path, sha256, x), dtype=np.float64)
+    return labels, pooled / pooled.sum(axis=1, keepdims=True), counts
 
 
 def pattern_sketches(x: np.ndarray, valid: np.ndarray | None = None,
@@ -531,7 +585,12 @@ class PooledPhases:
     n_patterns, n_grains
         ``(n_phases,)`` patterns and grains pooled in each phase.
     tempering
-        The tempering β used (:func:`pool_probabilities`).
+        The tempering β used (:func:`pool_probabilities`; NaN with
+        ``method="evidence"``).
+    method
+        ``"probabilities"``: the patterns' probabilities were pooled
+        (:func:`pool_probabilities`); ``"evidence"``: their band features,
+        by the card's pooled model (:func:`pool_evidence`).
     """
 
     names: list
@@ -542,10 +601,13 @@ class PooledPhases:
     n_patterns: np.ndarray
     n_grains: np.ndarray
     tempering: float
+    method: str = "probabilities"
 
     def __repr__(self) -> str:
         rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"]
         for i, name in enumerate(self.names):
             rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
                         f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}")
+        if self.method == "evidence":
+            rows.append("(pooled from the band evidence of each phase's grains)")
         return "\n".join(rows)

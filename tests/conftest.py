@@ -149,32 +149,43 @@ def shared_data_dir() -> Path:
     pytest.skip(f"{SHARED_DATA} (real EBSD validation data beside the repository) is absent")
 
 
-def make_band_model_dir(directory: Path, name: str = "tiny-bands", seed: int = 0) -> Path:
-    """A band model (input kind 'bands'): features -> linear -> softmax with
-    random weights, its test tensors and card; return the card path."""
+def _linear_softmax_onnx(path: Path, input_name: str, n_in: int, n_out: int, rng) -> None:
+    """An ONNX model ``input_name (n, n_in)`` -> linear -> softmax
+    ``probabilities (n, n_out)`` with random weights."""
     onnx = pytest.importorskip("onnx")
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
-    from kikuchipy_cnn.features import FEATURE_VERSION, feature_names
-
-    nf, nc = len(feature_names()), len(JOINT_CLASSES)
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0, 0.3, (nf, nc)).astype(np.float32)
-    b = rng.normal(0, 0.1, (nc,)).astype(np.float32)
+    w = rng.normal(0, 0.3, (n_in, n_out)).astype(np.float32)
+    b = rng.normal(0, 0.1, (n_out,)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["features", "w", "b"], ["logits"]),
+        [helper.make_node("Gemm", [input_name, "w", "b"], ["logits"]),
          helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
-        "tiny-bands",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", nf])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", nc])],
+        path.stem,
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["n", n_in])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", n_out])],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(m, str(directory / "model.onnx"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(path))
+
+
+def make_band_model_dir(directory: Path, name: str = "tiny-bands", seed: int = 0,
+                        pooled: bool = False) -> Path:
+    """A band model (input kind 'bands'): features -> linear -> softmax with
+    random weights, its test tensors and card; with ``pooled``, also a pooled
+    model (pooled features -> linear -> softmax) in the card's ``pooling:``.
+    Return the card path."""
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
+    from kikuchipy_cnn.features import FEATURE_VERSION, POOLED_VERSION, feature_names, pooled_feature_names
+
+    nf, nc = len(feature_names()), len(JOINT_CLASSES)
+    rng = np.random.default_rng(seed)
+    _linear_softmax_onnx(directory / "model.onnx", "features", nf, nc, rng)
     x = rng.random((3, nf)).astype(np.float32)
     sess = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
     np.save(directory / "test_input.npy", x)
@@ -196,6 +207,10 @@ def make_band_model_dir(directory: Path, name: str = "tiny-bands", seed: int = 0
         "training_data": "none (random weights)", "evaluation": {},
         "limitations": ["Untrained: for tests only."],
     }  # fmt: skip
+    if pooled:
+        _linear_softmax_onnx(directory / "pooled.onnx", "pooled_features", len(pooled_feature_names()), nc, rng)
+        card["pooling"] = {"model": "pooled.onnx", "sha256": sha256_of(directory / "pooled.onnx"),
+                           "version": POOLED_VERSION}
     path = directory / "card.yaml"
     path.write_text(yaml.safe_dump(card, sort_keys=False))
     return path
@@ -204,3 +219,10 @@ def make_band_model_dir(directory: Path, name: str = "tiny-bands", seed: int = 0
 @pytest.fixture(scope="session")
 def tiny_band_card_path(tmp_path_factory) -> Path:
     return make_band_model_dir(tmp_path_factory.mktemp("models") / "tiny-bands")
+
+
+@pytest.fixture(scope="session")
+def tiny_pooled_band_card_path(tmp_path_factory) -> Path:
+    """A tiny band model with a pooled model (``pooling: {model: ...}``)."""
+    return make_band_model_dir(tmp_path_factory.mktemp("models") / "tiny-pooled-bands", name="tiny-pooled-bands",
+                               seed=1, pooled=True)

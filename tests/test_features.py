@@ -48,3 +48,31 @@ def test_no_bands_gives_the_no_lattice_vector():
     names = feature_names()
     assert f[names.index("fit_found")] == 0 and np.isfinite(f).all()
     assert f[: names.index("cand_tol_aP")].sum() == 0
+
+
+def test_pooled_features_count_each_view_once_and_summarise_the_views():
+    import pytest
+
+    from kikuchipy_cnn.features import MAX_VIEWS, pooled_feature_names, pooled_features
+
+    rng = np.random.default_rng(3)
+    f = rng.random((4, len(feature_names()))).astype(np.float32)
+    p = pooled_features(f)
+    assert p.shape == (len(pooled_feature_names()),) and p.dtype == np.float32
+    nf = f.shape[1]
+    np.testing.assert_allclose(p[:nf], f.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(p[nf : 2 * nf], f.std(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(p[2 * nf : 3 * nf], np.quantile(f, 0.9, axis=0), rtol=1e-5)
+    assert p[-1] == np.float32(np.log(4) / np.log(MAX_VIEWS))
+    # the order of patterns does not matter; a grain of many patterns counts once
+    np.testing.assert_allclose(pooled_features(f[::-1]), p, rtol=1e-6)
+    many = np.concatenate([np.repeat(f[:1], 5, 0), f[1:]])
+    np.testing.assert_allclose(pooled_features(many, views=[7] * 5 + [1, 2, 3]), p, rtol=1e-6)
+    assert not np.allclose(pooled_features(many), p)  # without views, the grain weighs 5 times
+    # a view is the mean of its patterns
+    np.testing.assert_allclose(pooled_features(f[:2], views=[0, 0])[:nf], f[:2].mean(0), rtol=1e-6)
+    assert pooled_features(np.repeat(f[:1], 40, 0))[-1] == 1.0  # saturates
+    with pytest.raises(ValueError, match="features must be"):
+        pooled_features(f[0])
+    with pytest.raises(ValueError, match="views must be"):
+        pooled_features(f, views=[0, 1])

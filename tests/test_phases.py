@@ -589,3 +589,101 @@ def test_sketch_length_without_sketching_and_the_preprocessing_mask(monkeypatch,
     m = phases.sketch_length(card.preprocessing.size)
     assert sketch_columns(card) == phases.SPECTRUM_BINS + (m + 1) // 2
     assert unpack_sketches(np.zeros((3, sketch_columns(card)), np.float32), card)[1].shape == (3, m)
+
+
+def test_pool_evidence_runs_the_pooled_model_on_each_groups_pooled_features(tiny_pooled_band_card_path):
+    import onnxruntime as ort
+
+    from kikuchipy_cnn.card import ModelCard
+    from kikuchipy_cnn.features import feature_names, pooled_features
+    from kikuchipy_cnn.phases import pool_evidence
+
+    card = ModelCard.from_file(tiny_pooled_band_card_path)
+    assert card.pooled_model.name == "pooled.onnx" and card.has_pooling
+    rng = np.random.default_rng(0)
+    f = rng.random((9, len(feature_names()))).astype(np.float32)
+    f[4] = np.nan  # unusable: left out
+    groups = np.array([0, 0, 0, 1, 1, 1, -1, 1, 0])
+    views = np.array([0, 0, 1, 2, 3, 3, 4, 5, 1])
+    labels, pooled, counts = pool_evidence(f, groups, views, card.pooled_model, card.pooled_sha256)
+    assert labels.tolist() == [0, 1] and counts.tolist() == [4, 3]
+    sess = ort.InferenceSession(str(card.pooled_model), providers=["CPUExecutionProvider"])
+    for g, rows in ((0, [0, 1, 2, 8]), (1, [3, 5, 7])):
+        x = pooled_features(f[rows], views[rows])[None]
+        np.testing.assert_allclose(pooled[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-5)
+    np.testing.assert_allclose(pooled.sum(1), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match="features must be"):
+        pool_evidence(f[0], groups, views, card.pooled_model, card.pooled_sha256)
+    from kikuchipy_cnn.card import ModelCardError
+
+    with pytest.raises(ModelCardError, match="damaged or was replaced"):
+        pool_evidence(f, groups, views, card.pooled_model, "0" * 64)
+
+
+def test_pooled_model_entries_of_a_card_are_validated(tmp_path, tiny_pooled_band_card_path, tiny_card_path):
+    import shutil
+
+    import yaml
+
+    from kikuchipy_cnn.card import ModelCard, ModelCardError
+
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_pooled_band_card_path.parent, d)
+    path = d / "card.yaml"
+    data = yaml.safe_load(path.read_text())
+    good = data["pooling"]
+
+    def card_with(pooling):
+        path.write_text(yaml.safe_dump({**data, "pooling": pooling}))
+        return ModelCard.from_file(path)
+
+    for bad in ({"model": "pooled.onnx"}, {**good, "sha256": "ab"}, {k: good[k] for k in ("model", "version")}):
+        with pytest.raises(ModelCardError, match="pooling must be a mapping"):
+            card_with(bad)
+    with pytest.raises(ModelCardError, match=r"trained on pooled features 'bands-0-views-0'.*retrain"):
+        card_with({**good, "version": "bands-0-views-0"})
+    assert card_with({**good, "tempering": 0.5}).pooled_model == d / "pooled.onnx"
+    assert ModelCard.from_file(tiny_card_path).pooled_model is None
+    pixel = tmp_path / "pixel"
+    shutil.copytree(tiny_card_path.parent, pixel)
+    pdata = yaml.safe_load((pixel / "card.yaml").read_text())
+    (pixel / "card.yaml").write_text(yaml.safe_dump({**pdata, "pooling": good}))
+    with pytest.raises(ModelCardError, match="input kind is 'pixels', not 'bands'"):
+        ModelCard.from_file(pixel / "card.yaml")
+
+
+def test_band_model_with_a_pooled_model_pools_the_evidence_of_each_phase(tiny_pooled_band_card_path):
+    import warnings
+
+    import onnxruntime as ort
+
+    from kikuchipy_cnn.card import ModelCard
+    from kikuchipy_cnn.classify import _band_input, detector_geometry, static_background_of
+    from kikuchipy_cnn.features import pooled_features
+
+    ni = kp.data.nickel_ebsd_small()
+    card = ModelCard.from_file(tiny_pooled_band_card_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xmap = _classify(ni, model=card, min_score=0)
+    assert not [w for w in caught if "no pooling settings" in str(w.message)]
+    pp = xmap.pooled_phases
+    assert pp.method == "evidence" and np.isnan(pp.tempering)
+    assert "band evidence" in repr(pp)
+    # the phases' probabilities: the pooled model on the pooled features,
+    # computed here independently from the patterns
+    pcs, lam = detector_geometry(ni, (3, 3))
+    feats, valid = _band_input(ni.data.reshape(9, 60, 60), pcs.reshape(9, 3), lam, card,
+                               static_background_of(ni, "auto"))
+    assert valid.all()
+    phase = xmap.prop["phase_index"]
+    grain = xmap.prop["grain_index"]
+    sess = ort.InferenceSession(str(card.pooled_model), providers=["CPUExecutionProvider"])
+    for g in range(len(pp.names)):
+        rows = phase == g
+        x = pooled_features(feats[rows], grain[rows])[None]
+        np.testing.assert_allclose(pp.probabilities[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-4)
+    # and pooling the verdicts (pool="none" then pool_probabilities) is not what was done
+    assert pp.n_patterns.sum() == 9
+    lazy = _classify(ni.as_lazy(), model=card, min_score=0)
+    np.testing.assert_allclose(lazy.pooled_phases.probabilities, pp.probabilities, rtol=1e-5)

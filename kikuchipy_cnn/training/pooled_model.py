@@ -1,0 +1,288 @@
+"""Train a pooled band model: the band features of many patterns of one
+phase, seen at several orientations, -> one class for the phase.
+
+Pooling per-pattern *probabilities* plateaus (``../shared/notes/pooling-curve.md``,
+``docs/phases.md``): a model blind to centring or Laue subgroup on one pattern
+is blind on thirty. This model reads the pooled *evidence* instead: the
+statistics over views (grains) of the per-pattern band features, among them
+the metric-symmetry ladders of the reconstructed lattices
+(:func:`kikuchipy_cnn.features.pooled_features`, the function inference
+uses), so e.g. "a third of the views reach cF at 2 %, the rest cP" is an
+input, not lost in a vote.
+
+Data: ``reflectors`` band sets (:mod:`kikuchipy_cnn.training.band_sets`) of
+many random orientations per structure (``--n 12`` for training, ``--n 20``
+for testing), featurised with ``band_model featurize``. Bags of 1 to
+:data:`MAX_BAG` views of one structure are drawn at random; training and
+validation structures are split by structure (validation: a fraction of the
+training file's structures), the test file's structures are never trained on.
+
+Subcommands (training extra only): ``train`` (train, calibrate one
+temperature on validation bags, evaluate on test bags of 1, 3, 10 and 20
+views against pooling the per-pattern model's probabilities), ``export``
+(ONNX with standardisation and temperature inside, test tensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kikuchipy_cnn.features import POOLED_VERSION, pooled_feature_names, pooled_features
+from kikuchipy_cnn.symmetry import JOINT_CLASSES
+from kikuchipy_cnn.training.band_model import _levels_accuracy, _mlp, load_features
+from kikuchipy_cnn.training.calibrate import expected_calibration_error
+
+__all__ = ["draw_bags", "evaluate_bags", "export", "train"]
+
+#: Largest bag drawn for training (views per bag)
+MAX_BAG = 12
+
+#: Bag sizes reported on the test structures
+TEST_SIZES = (1, 3, 10, 20)
+
+
+def _by_structure(data: dict) -> dict:
+    out: dict = {}
+    for i, sid in enumerate(data["structure_id"]):
+        out.setdefault(str(sid), []).append(i)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def draw_bags(data: dict, structures: list[str], n_bags: int, sizes, rng) -> tuple[np.ndarray, np.ndarray, list]:
+    """``n_bags`` bags per structure, each of a size drawn from ``sizes``
+    (views of one structure without replacement, capped by what exists).
+    Returns pooled features ``(B, P)``, labels ``(B,)`` and each bag's rows."""
+    rows_of = _by_structure(data)
+    x, y, rows = [], [], []
+    for sid in structures:
+        r = rows_of[sid]
+        for _ in range(n_bags):
+            m = min(int(rng.choice(sizes)), len(r))
+            pick = rng.choice(r, size=m, replace=False)
+            x.append(pooled_features(data["features"][pick]))
+            y.append(int(data["label"][pick[0]]))
+            rows.append(pick)
+    return np.asarray(x, np.float32), np.asarray(y), rows
+
+
+def _split_structures(data: dict, val_fraction: float, rng) -> tuple[list, list]:
+    """Structures of a file split in train / validation, stratified by class."""
+    label_of = {}
+    for sid, lab in zip(data["structure_id"], data["label"]):
+        label_of[str(sid)] = int(lab)
+    train, val = [], []
+    for c in np.unique(list(label_of.values())):
+        ids = sorted(s for s, lab in label_of.items() if lab == c)
+        rng.shuffle(ids)
+        k = max(1, int(round(val_fraction * len(ids))))
+        val += ids[:k]
+        train += ids[k:]
+    return sorted(train), sorted(val)
+
+
+def _pooled_baseline(per_pattern_probs: np.ndarray, rows: list, tempering: float = 0.0) -> np.ndarray:
+    """Σ log p of the per-pattern model over each bag (the ``pool_probabilities`` baseline)."""
+    from kikuchipy_cnn.phases import pool_probabilities
+
+    out = np.empty((len(rows), per_pattern_probs.shape[1]))
+    for i, r in enumerate(rows):
+        out[i] = pool_probabilities(per_pattern_probs[r], np.zeros(len(r), int), tempering=tempering)[1][0]
+    return out
+
+
+def _per_pattern_probs(card_name: str, features: np.ndarray) -> np.ndarray:
+    from kikuchipy_cnn.classify import resolve_model
+    from kikuchipy_cnn.engine import get_session
+
+    card = resolve_model(card_name)
+    session = get_session(card, ["CPUExecutionProvider"])
+    return session.run(np.asarray(features, np.float32), ("probabilities",), 1024)["probabilities"]
+
+
+def evaluate_bags(predict, data: dict, rng, sizes=TEST_SIZES, n_bags: int = 5, baseline=None) -> dict:
+    """Accuracy per level of ``predict(pooled features) -> probabilities`` on
+    ``n_bags`` bags per structure of each size; with ``baseline`` (per-pattern
+    probabilities of ``data``'s rows) also that of pooling them."""
+    out = {}
+    structures = sorted(_by_structure(data))
+    for m in sizes:
+        x, y, rows = draw_bags(data, structures, n_bags, [m], rng)
+        p = predict(x)
+        res = {"n_bags": int(len(y)), "pooled_model": _levels_accuracy(p, y),
+               "ece_joint": expected_calibration_error(p, y)}
+        if baseline is not None:
+            res["pooled_probabilities"] = _levels_accuracy(_pooled_baseline(baseline, rows), y)
+        out[str(m)] = res
+    return out
+
+
+def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.3, epochs: int = 300,
+          lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, patience: int = 30,
+          val_fraction: float = 0.15, bags_per_structure: int = 24, baseline_model: str = "kcnn-bands-mlp") -> dict:
+    """Train the pooled MLP, calibrate on validation bags, evaluate on test
+    bags; write ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    rng = np.random.default_rng(seed)
+    data = load_features([train_path])
+    test = load_features([test_path])
+    overlap = set(map(str, data["structure_id"])) & set(map(str, test["structure_id"]))
+    if overlap:
+        raise ValueError(f"{len(overlap)} structures are in train and test, e.g. {sorted(overlap)[:3]}")
+    tr_ids, va_ids = _split_structures(data, val_fraction, rng)
+    sizes = np.arange(1, MAX_BAG + 1)
+    xva, yva, _ = draw_bags(data, va_ids, 8, sizes, rng)
+    xtr0, _, _ = draw_bags(data, tr_ids, 4, sizes, rng)
+    mu = xtr0.mean(0)
+    sd = xtr0.std(0) + 1e-3
+    nc = len(JOINT_CLASSES)
+
+    def t(x):
+        return torch.as_tensor((x - mu) / sd, dtype=torch.float32)
+
+    model = _mlp(len(mu), nc, hidden, dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xv, yv = t(xva), torch.as_tensor(yva)
+    best, best_state, wait, history = np.inf, None, 0, []
+    # a fixed pool of training bags, redrawn in part every epoch
+    xtr, ytr, _ = draw_bags(data, tr_ids, bags_per_structure, sizes, rng)
+    for ep in range(epochs):
+        if ep and ep % 10 == 0:
+            xn, yn, _ = draw_bags(data, tr_ids, bags_per_structure // 4, sizes, rng)
+            k = rng.choice(len(xtr), size=len(xn), replace=False)
+            xtr[k], ytr[k] = xn, yn
+        xt, yt = t(xtr), torch.as_tensor(ytr)
+        model.train()
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(perm), 256):
+            idx = perm[i : i + 256]
+            opt.zero_grad()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            vl = float(torch.nn.functional.cross_entropy(model(xv), yv))
+        history.append(vl)
+        if vl < best - 1e-4:
+            best, best_state, wait = vl, {k: v.clone() for k, v in model.state_dict().items()}, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        logits_va = model(xv)
+    temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
+    nll = [float(torch.nn.functional.cross_entropy(logits_va / T, yv)) for T in temps]
+    T = float(temps[int(np.argmin(nll))])
+
+    def predict(x):
+        with torch.no_grad():
+            return torch.softmax(model(t(x)) / T, 1).numpy()
+
+    baseline = _per_pattern_probs(baseline_model, test["features"]) if baseline_model else None
+    result = {
+        "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_val_loss": best,
+        "n_train_structures": len(tr_ids), "n_val_structures": len(va_ids),
+        "n_test_structures": len(_by_structure(test)), "baseline_model": baseline_model,
+        "val": {"accuracy": _levels_accuracy(predict(xva), yva)},
+        "test": evaluate_bags(predict, test, np.random.default_rng(seed + 1), baseline=baseline),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": best_state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
+                "dropout": dropout, "n_in": int(len(mu)), "pooled_version": POOLED_VERSION,
+                "feature_names": pooled_feature_names()}, out_dir / "checkpoint.pt")
+    tmp = out_dir / "evaluation.tmp.json"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out_dir / "evaluation.json")
+    return result
+
+
+def export(checkpoint, out_dir, test_features=None) -> Path:
+    """``pooled.onnx`` (input ``pooled_features`` ``(b, P)``, output
+    ``probabilities``; standardisation and temperature inside) and its test
+    tensors ``pooled_test_input.npy`` / ``pooled_test_output.npy``."""
+    import torch
+
+    ck = torch.load(checkpoint, weights_only=False)
+    core = _mlp(ck["n_in"], len(JOINT_CLASSES), ck["hidden"], ck["dropout"])
+    core.load_state_dict(ck["state"])
+    core.eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.core = core
+            self.register_buffer("mu", torch.as_tensor(ck["mu"], dtype=torch.float32))
+            self.register_buffer("sd", torch.as_tensor(ck["sd"], dtype=torch.float32))
+            self.t = float(ck["temperature"])
+
+        def forward(self, pooled_features):
+            return torch.softmax(self.core((pooled_features - self.mu) / self.sd) / self.t, dim=1)
+
+    out_dir = Path(out_dir)
+    onnx_path = out_dir / "pooled.onnx"
+    if onnx_path.exists():
+        raise FileExistsError(f"{onnx_path} exists: remove it or export to another folder")
+    model = Wrapped().eval()
+    tmp = out_dir / "pooled.tmp.onnx"
+    torch.onnx.export(model, (torch.zeros(2, ck["n_in"]),), str(tmp), input_names=["pooled_features"],
+                      output_names=["probabilities"],
+                      dynamic_axes={"pooled_features": {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
+                      dynamo=False)
+    os.replace(tmp, onnx_path)
+    if test_features is not None:
+        tf = np.asarray(test_features, np.float32)
+        with torch.no_grad():
+            tp = model(torch.as_tensor(tf)).numpy()
+        np.save(out_dir / "pooled_test_input.npy", tf)
+        np.save(out_dir / "pooled_test_output.npy", tp)
+    return onnx_path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train, calibrate and evaluate the pooled MLP")
+    t.add_argument("--train", required=True, help="feature file of the training structures' bags")
+    t.add_argument("--test", required=True, help="feature file of the test structures' bags")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--epochs", type=int, default=300)
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export", help="export a run's pooled model into a model folder")
+    e.add_argument("run", help="run folder (checkpoint.pt)")
+    e.add_argument("--out", required=True, help="model folder, e.g. models/kcnn-bands-mlp")
+    e.add_argument("--test-features", required=True, help="feature file; bags of its first structures are the test tensor")
+    args = ap.parse_args(argv)
+    if args.cmd == "train":
+        res = train(args.train, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+        print("val", {k: round(v, 3) for k, v in res["val"]["accuracy"].items()}, "T", round(res["temperature"], 3),
+              "epochs", res["epochs"])
+        for m, r in res["test"].items():
+            print(f"test {m:>2} views: pooled model",
+                  {k: round(v, 3) for k, v in r["pooled_model"].items()}, "ECE", round(r["ece_joint"], 3))
+            if "pooled_probabilities" in r:
+                print("           pooled probabilities", {k: round(v, 3) for k, v in r["pooled_probabilities"].items()})
+    else:
+        data = load_features([args.test_features])
+        sids = sorted(_by_structure(data))[::97][:4]
+        x, _, _ = draw_bags(data, sids, 2, [1, 5, 12], np.random.default_rng(0))
+        print(f"wrote {export(Path(args.run) / 'checkpoint.pt', args.out, x)}")
+
+
+if __name__ == "__main__":
+    main()
