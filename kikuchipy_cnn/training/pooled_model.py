@@ -123,7 +123,8 @@ def evaluate_bags(predict, data: dict, rng, sizes=TEST_SIZES, n_bags: int = 5, b
 
 def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.3, epochs: int = 300,
           lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, patience: int = 30,
-          val_fraction: float = 0.15, bags_per_structure: int = 24, baseline_model: str = "kcnn-bands-mlp") -> dict:
+          val_fraction: float = 0.15, bags_per_structure: int = 24, baseline_model: str = "kcnn-bands-mlp",
+          stack: bool = False) -> dict:
     """Train the pooled MLP, calibrate on validation bags, evaluate on test
     bags; write ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``."""
     import torch
@@ -133,6 +134,10 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
     rng = np.random.default_rng(seed)
     data = load_features([train_path])
     test = load_features([test_path])
+    if stack:  # experiment: the per-pattern model's centred log-probabilities as more features
+        for dd in (data, test):
+            lp = np.log(np.clip(_per_pattern_probs(baseline_model, dd["features"]), 1e-4, 1))
+            dd["features"] = np.concatenate([dd["features"], lp - lp.mean(1, keepdims=True)], 1).astype(np.float32)
     overlap = set(map(str, data["structure_id"])) & set(map(str, test["structure_id"]))
     if overlap:
         raise ValueError(f"{len(overlap)} structures are in train and test, e.g. {sorted(overlap)[:3]}")
@@ -192,18 +197,19 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
         with torch.no_grad():
             return torch.softmax(model(t(x)) / T, 1).numpy()
 
-    baseline = _per_pattern_probs(baseline_model, test["features"]) if baseline_model else None
+    nf = len(pooled_feature_names()) // 3
+    baseline = _per_pattern_probs(baseline_model, test["features"][:, :nf]) if baseline_model else None
     result = {
         "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_val_loss": best,
         "n_train_structures": len(tr_ids), "n_val_structures": len(va_ids),
-        "n_test_structures": len(_by_structure(test)), "baseline_model": baseline_model,
+        "n_test_structures": len(_by_structure(test)), "baseline_model": baseline_model, "stack": stack,
         "val": {"accuracy": _levels_accuracy(predict(xva), yva)},
         "test": evaluate_bags(predict, test, np.random.default_rng(seed + 1), baseline=baseline),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state": best_state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
-                "dropout": dropout, "n_in": int(len(mu)), "pooled_version": POOLED_VERSION,
+                "dropout": dropout, "n_in": int(len(mu)), "pooled_version": POOLED_VERSION, "stack": stack,
                 "feature_names": pooled_feature_names()}, out_dir / "checkpoint.pt")
     tmp = out_dir / "evaluation.tmp.json"
     tmp.write_text(json.dumps(result, indent=1))
@@ -218,6 +224,9 @@ def export(checkpoint, out_dir, test_features=None) -> Path:
     import torch
 
     ck = torch.load(checkpoint, weights_only=False)
+    if ck.get("stack") or ck["n_in"] != len(pooled_feature_names()):
+        raise ValueError(f"{checkpoint} reads {ck['n_in']} inputs, not the {len(pooled_feature_names())} "
+                         "pooled features (a --stack experiment cannot be exported)")
     core = _mlp(ck["n_in"], len(JOINT_CLASSES), ck["hidden"], ck["dropout"])
     core.load_state_dict(ck["state"])
     core.eval()
@@ -263,13 +272,15 @@ def main(argv=None):
     t.add_argument("--hidden", type=int, default=256)
     t.add_argument("--epochs", type=int, default=300)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--stack", action="store_true", help="experiment: add the per-pattern model's log-probabilities")
     e = sub.add_parser("export", help="export a run's pooled model into a model folder")
     e.add_argument("run", help="run folder (checkpoint.pt)")
     e.add_argument("--out", required=True, help="model folder, e.g. models/kcnn-bands-mlp")
     e.add_argument("--test-features", required=True, help="feature file; bags of its first structures are the test tensor")
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        res = train(args.train, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+        res = train(args.train, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
+                    stack=args.stack)
         print("val", {k: round(v, 3) for k, v in res["val"]["accuracy"].items()}, "T", round(res["temperature"], 3),
               "epochs", res["epochs"])
         for m, r in res["test"].items():
