@@ -7,6 +7,7 @@ beside the model's ONNX weights.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +201,46 @@ class ModelCard:
     @property
     def pooled_sha256(self) -> str | None:
         """sha256 of :attr:`pooled_model` (checked when it is loaded)."""
-        return (self.data.get("pooling") or {}).get("sha256")
+        sha = (self.data.get("pooling") or {}).get("sha256")
+        return None if sha is None else str(sha).lower()
+
+    @property
+    def pooling_fitted(self) -> bool:
+        """Whether the card's ``pooling:`` settings were fitted for this model:
+        the phase split bar (``split_r2``) and how phases are pooled
+        (``tempering``, or a pooled ``model``). Without them,
+        ``classify_structure(pool="phases")`` warns that defaults fitted for
+        ``kcnn-resnet-s`` are used."""
+        pooling = self.data.get("pooling") or {}
+        return "split_r2" in pooling and ("tempering" in pooling or "model" in pooling)
+
+    def verify_pooled_model(self):
+        """Raise :class:`WeightsError` unless the pooled model (if any) exists,
+        has the card's sha256 and gives one probability per class of the
+        card, so a bad file is found before a scan is classified."""
+        path = self.pooled_model
+        if path is None:
+            return
+        if not path.is_file():
+            raise WeightsError(
+                f"Pooled model {path} of model {self.name!r} is missing: reinstall kikuchipy-cnn "
+                "or the package that provides the model, or pass pool='none'"
+            )
+        digest = sha256_of(path)
+        if digest != self.pooled_sha256:
+            raise WeightsError(
+                f"Pooled model {path} of model {self.name!r} is corrupted or was replaced: its "
+                f"sha256 is {digest}, the card expects {self.pooled_sha256}. Reinstall the package "
+                "that provides the model, or pass pool='none'"
+            )
+        from kikuchipy_cnn.engine import auxiliary_session
+
+        width = auxiliary_session(path, digest).get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.classes):
+            raise WeightsError(
+                f"Pooled model {path} of model {self.name!r} gives {width} outputs per phase, but the "
+                f"card has {len(self.classes)} classes"
+            )
 
     @property
     def saliency_methods(self) -> tuple[str, ...]:
@@ -300,7 +340,8 @@ class ModelCard:
                 bad = ab.shape != (2,) or not np.isfinite(ab).all()
             if not bad and {"model", "sha256", "version"} & set(pooling):
                 bad = not (isinstance(pooling.get("model"), str)
-                           and isinstance(pooling.get("sha256"), str) and len(pooling["sha256"]) == 64
+                           and isinstance(pooling.get("sha256"), str)
+                           and re.fullmatch(r"[0-9a-fA-F]{64}", pooling["sha256"]) is not None
                            and isinstance(pooling.get("version"), str))
         except (TypeError, ValueError):
             bad = True

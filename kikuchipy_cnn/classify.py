@@ -719,6 +719,8 @@ def classify_structure(
     t0 = time.perf_counter()
     pooling = pool == "phases"
     evidence = pooling and card.pooled_model is not None
+    if evidence:
+        card.verify_pooled_model()  # before the work, not after it
     n_features = card.input_shape[1] if evidence else 0
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
@@ -745,14 +747,15 @@ def classify_structure(
         from kikuchipy_cnn.crystal_map import build_pooled_crystal_map
         from kikuchipy_cnn.phases import discover_phases
 
-        if not card.has_pooling and not evidence:
+        if not card.pooling_fitted:
             from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
 
+            defaults = f"split bar {SPLIT_R2}" if evidence else (
+                f"tempering {POOL_TEMPERING}, split bar {SPLIT_R2}")
             warnings.warn(
                 f"Model {card.name!r} has no pooling settings in its card: pool='phases' uses "
-                f"the defaults fitted for 'kcnn-resnet-s' (tempering {POOL_TEMPERING}, split "
-                f"bar {SPLIT_R2}), which may split or merge this model's phases wrongly; pass "
-                "pool='none' or add pooling: to the card",
+                f"the defaults fitted for 'kcnn-resnet-s' ({defaults}), which may split or merge "
+                "this model's phases wrongly; pass pool='none' or add pooling: to the card",
                 UserWarning,
                 stacklevel=2,
             )

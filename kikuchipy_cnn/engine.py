@@ -17,7 +17,7 @@ import numpy as np
 
 from kikuchipy_cnn.card import ModelCard, ModelCardError
 
-__all__ = ["InferenceSession", "choose_providers", "get_session", "run_auxiliary"]
+__all__ = ["InferenceSession", "auxiliary_session", "choose_providers", "get_session", "run_auxiliary"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -304,11 +304,18 @@ def _auxiliary_session(path: str, sha256: str, threads: int):
     return session
 
 
+def auxiliary_session(path, sha256: str):
+    """The cached CPU session of a small auxiliary ONNX model (e.g. the
+    learned pattern check, a pooled model); its weights are checked against
+    ``sha256`` when it is created."""
+    return _auxiliary_session(str(path), sha256, default_threads())
+
+
 def run_auxiliary(path, sha256: str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Run a small auxiliary ONNX model (one input, one output; e.g. the
     learned pattern check) on the CPU in batches; its weights are checked
     against ``sha256`` when the session is created."""
-    session = _auxiliary_session(str(path), sha256, default_threads())
+    session = auxiliary_session(path, sha256)
     name = session.get_inputs()[0].name
     parts = [session.run(None, {name: x[s : s + batch_size]})[0]
              for s in range(0, x.shape[0], batch_size)]

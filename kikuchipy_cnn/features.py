@@ -47,7 +47,8 @@ FEATURE_VERSION = "bands-2"
 POOLED_VERSION = FEATURE_VERSION + "-views-1"
 
 #: Views beyond which the view-count entry of :func:`pooled_features` saturates
-MAX_VIEWS = 30
+#: (the largest bags the pooled models are trained on)
+MAX_VIEWS = 12
 
 _N_ANGLE_BINS = 18  # 0-90 deg in 5 deg bins
 _N_TOP = 12  # strongest bands used for the geometry group

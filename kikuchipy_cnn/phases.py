@@ -191,9 +191,11 @@ def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, m
     Returns
     -------
     labels, pooled, counts
-        As :func:`pool_probabilities`.
+        As :func:`pool_probabilities` (each probability at least
+        :data:`POOL_CLIP` before normalising, so no class is ruled out
+        exactly).
     """
-    from kikuchipy_cnn.engine import run_auxiliary
+    from kikuchipy_cnn.engine import auxiliary_session, run_auxiliary
     from kikuchipy_cnn.features import pooled_features
 
     features = np.asarray(features, dtype=np.float32)
@@ -207,10 +209,11 @@ def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, m
     labels = np.unique(groups[ok])
     counts = np.array([int((ok & (groups == g)).sum()) for g in labels], dtype=np.int64)
     if labels.size == 0:
-        return labels, np.zeros((0, 0)), counts
+        width = auxiliary_session(model_path, sha256).get_outputs()[0].shape[-1]
+        return labels, np.zeros((0, width if isinstance(width, int) else 0)), counts
     x = np.stack([pooled_features(features[ok & (groups == g)], views[ok & (groups == g)])
                   for g in labels])
-    pooled = np.asarray(run_auxiliary(model_path, sha256, x), dtype=np.float64)
+    pooled = np.clip(np.asarray(run_auxiliary(model_path, sha256, x), dtype=np.float64), POOL_CLIP, None)
     return labels, pooled / pooled.sum(axis=1, keepdims=True), counts
 
 

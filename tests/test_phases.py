@@ -552,7 +552,7 @@ def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_ba
     d = tmp_path / "bands"
     shutil.copytree(tiny_band_card_path.parent, d)
     data = yaml.safe_load((d / "card.yaml").read_text())
-    (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": {"tempering": 0.5}}))
+    (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": {"tempering": 0.5, "split_r2": [0.4, 1.7]}}))
     with_pooling = ModelCard.from_file(d / "card.yaml")
     for kw in ({"model": card, "pool": "none"}, {"model": with_pooling}):
         with warnings.catch_warnings():
@@ -610,7 +610,9 @@ def test_pool_evidence_runs_the_pooled_model_on_each_groups_pooled_features(tiny
     sess = ort.InferenceSession(str(card.pooled_model), providers=["CPUExecutionProvider"])
     for g, rows in ((0, [0, 1, 2, 8]), (1, [3, 5, 7])):
         x = pooled_features(f[rows], views[rows])[None]
-        np.testing.assert_allclose(pooled[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-5)
+        # the model's output, each probability at least POOL_CLIP
+        np.testing.assert_allclose(pooled[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-5, atol=2e-5)
+    assert pooled.min() >= POOL_CLIP / 1.001
     np.testing.assert_allclose(pooled.sum(1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match="features must be"):
         pool_evidence(f[0], groups, views, card.pooled_model, card.pooled_sha256)
@@ -666,7 +668,9 @@ def test_band_model_with_a_pooled_model_pools_the_evidence_of_each_phase(tiny_po
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xmap = _classify(ni, model=card, min_score=0)
-    assert not [w for w in caught if "no pooling settings" in str(w.message)]
+    # a pooled model but no fitted split bar: the warning names only the split bar
+    unfitted = [str(w.message) for w in caught if "no pooling settings" in str(w.message)]
+    assert len(unfitted) == 1 and "split bar" in unfitted[0] and "tempering" not in unfitted[0]
     pp = xmap.pooled_phases
     assert pp.method == "evidence" and np.isnan(pp.tempering)
     assert "band evidence" in repr(pp)
@@ -682,8 +686,81 @@ def test_band_model_with_a_pooled_model_pools_the_evidence_of_each_phase(tiny_po
     for g in range(len(pp.names)):
         rows = phase == g
         x = pooled_features(feats[rows], grain[rows])[None]
-        np.testing.assert_allclose(pp.probabilities[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-4)
-    # and pooling the verdicts (pool="none" then pool_probabilities) is not what was done
+        np.testing.assert_allclose(pp.probabilities[g], sess.run(None, {"pooled_features": x})[0][0], rtol=1e-4,
+                                   atol=2e-5)
     assert pp.n_patterns.sum() == 9
     lazy = _classify(ni.as_lazy(), model=card, min_score=0)
     np.testing.assert_allclose(lazy.pooled_phases.probabilities, pp.probabilities, rtol=1e-5)
+
+
+def test_a_bad_pooled_model_is_found_before_the_scan_is_classified(tmp_path, tiny_pooled_band_card_path,
+                                                                   monkeypatch):
+    import shutil
+
+    import yaml
+
+    import kikuchipy_cnn.classify as classify
+    from kikuchipy_cnn.card import ModelCard, WeightsError, sha256_of
+    from conftest import _linear_softmax_onnx
+    from kikuchipy_cnn.features import pooled_feature_names
+
+    def write_pooled_onnx(path, n_out):
+        _linear_softmax_onnx(path, "pooled_features", len(pooled_feature_names()), n_out, np.random.default_rng(5))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the scan was classified before the pooled model was checked")
+
+    ni = kp.data.nickel_ebsd_small()
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_pooled_band_card_path.parent, d)
+    data = yaml.safe_load((d / "card.yaml").read_text())
+    monkeypatch.setattr(classify, "map_model", no_work)
+    (d / "pooled.onnx").unlink()
+    with pytest.raises(WeightsError, match=r"Pooled model .* is missing.*pool='none'"):
+        _classify(ni, model=ModelCard.from_file(d / "card.yaml"))
+    # one output too few for the card's 23 classes
+    write_pooled_onnx(d / "pooled.onnx", n_out=22)
+    pooling = {**data["pooling"], "sha256": sha256_of(d / "pooled.onnx")}
+    (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": pooling}))
+    with pytest.raises(WeightsError, match="gives 22 outputs per phase, but the card has 23 classes"):
+        _classify(ni, model=ModelCard.from_file(d / "card.yaml"))
+    write_pooled_onnx(d / "pooled.onnx", n_out=23)
+    with pytest.raises(WeightsError, match="corrupted or was replaced"):
+        _classify(ni, model=ModelCard.from_file(d / "card.yaml"))
+    # an upper-case checksum is the same checksum; pool="none" never looks at the pooled model
+    pooling = {**data["pooling"], "sha256": sha256_of(d / "pooled.onnx").upper()}
+    (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": pooling}))
+    ModelCard.from_file(d / "card.yaml").verify_pooled_model()
+    (d / "pooled.onnx").unlink()
+    monkeypatch.undo()
+    assert _classify(ni, model=ModelCard.from_file(d / "card.yaml"), pool="none").size == 9
+
+
+def test_pooled_evidence_with_candidates_masks_and_no_usable_pattern(tiny_pooled_band_card_path):
+    from orix.crystal_map import Phase, PhaseList
+
+    from kikuchipy_cnn.card import ModelCard
+    from kikuchipy_cnn.features import feature_names
+    from kikuchipy_cnn.phases import pool_evidence
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES
+
+    ni = kp.data.nickel_ebsd_small()
+    card = ModelCard.from_file(tiny_pooled_band_card_path)
+    full = _classify(ni, model=card, min_score=0)
+    # candidates: the phases' evidence restricted to their classes and renormalised
+    cands = PhaseList(phases=[Phase("ni", space_group=225), Phase("fe", space_group=229)], ids=[3, 5])
+    xmap = _classify(ni, model=card, min_score=0, phase_list=cands)
+    cols = [JOINT_CLASSES.index("cF m-3m"), JOINT_CLASSES.index("cI m-3m")]
+    expect = full.pooled_phases.probabilities[:, cols]
+    np.testing.assert_allclose(xmap.pooled_phases.probabilities, expect / expect.sum(1, keepdims=True), rtol=1e-5)
+    assert set(xmap.phase_id.tolist()) <= {3, 5} and xmap.pooled_phases.method == "evidence"
+    # masked patterns are never pooled
+    mask = np.zeros((3, 3), bool)
+    mask[0] = True
+    masked = _classify(ni, model=card, min_score=0, navigation_mask=mask)
+    assert masked.size == 6 and masked.pooled_phases.n_patterns.sum() == 6
+    assert (masked.prop["phase_index"] >= 0).all()
+    # no usable pattern: no phase, and the width of the model's output
+    f = np.zeros((3, len(feature_names())), np.float32)
+    labels, pooled, counts = pool_evidence(f, np.full(3, -1), np.arange(3), card.pooled_model, card.pooled_sha256)
+    assert labels.size == 0 and pooled.shape == (0, 23) and counts.size == 0

@@ -32,15 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kikuchipy_cnn.features import POOLED_VERSION, pooled_feature_names, pooled_features
+from kikuchipy_cnn.features import MAX_VIEWS, POOLED_VERSION, pooled_feature_names, pooled_features
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training.band_model import _levels_accuracy, _mlp, load_features
 from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
 __all__ = ["draw_bags", "evaluate_bags", "export", "train"]
 
-#: Largest bag drawn for training (views per bag)
-MAX_BAG = 12
+#: Largest bag drawn for training (views per bag; where the view count of
+#: the pooled features saturates)
+MAX_BAG = MAX_VIEWS
 
 #: Bag sizes reported on the test structures
 TEST_SIZES = (1, 3, 10, 20)
@@ -162,7 +163,7 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
     xtr, ytr, _ = draw_bags(data, tr_ids, bags_per_structure, sizes, rng)
     for ep in range(epochs):
         if ep and ep % 10 == 0:
-            xn, yn, _ = draw_bags(data, tr_ids, bags_per_structure // 4, sizes, rng)
+            xn, yn, _ = draw_bags(data, tr_ids, max(1, bags_per_structure // 4), sizes, rng)
             k = rng.choice(len(xtr), size=len(xn), replace=False)
             xtr[k], ytr[k] = xn, yn
         xt, yt = t(xtr), torch.as_tensor(ytr)
@@ -185,6 +186,8 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
             wait += 1
             if wait >= patience:
                 break
+    if best_state is None:
+        raise RuntimeError("the validation loss was never finite: no model to keep")
     model.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
