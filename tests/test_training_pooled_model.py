@@ -82,3 +82,22 @@ def test_train_evaluate_export_and_run_as_inference_does(bag_files, tmp_path):
 def test_overlapping_structures_are_refused(bag_files, tmp_path):
     with pytest.raises(ValueError, match="in train and test"):
         pooled_model.train(bag_files[0], bag_files[0], tmp_path / "x", epochs=1)
+
+
+def test_add_to_card_makes_a_band_card_that_pools_the_evidence(bag_files, tmp_path):
+    from conftest import make_band_model_dir
+    from kikuchipy_cnn.card import ModelCard
+
+    pooled_model.train(bag_files[0], bag_files[1], tmp_path / "run", hidden=16, epochs=3, patience=3,
+                       val_fraction=0.2, bags_per_structure=4, baseline_model=None)
+    card_path = make_band_model_dir(tmp_path / "bands")
+    before = card_path.read_text()
+    data = band_model.load_features([bag_files[1]])
+    x, _, _ = pooled_model.draw_bags(data, ["test-0"], 2, [3], np.random.default_rng(0))
+    pooled_model.add_to_card(tmp_path / "run", tmp_path / "bands", "0.0.2", "python -m ...", x)
+    card = ModelCard.from_file(card_path)
+    assert card.version == "0.0.2" and card.pooled_model == tmp_path / "bands" / "pooled.onnx"
+    assert card.data["pooling"]["version"] == POOLED_VERSION and card.pooling_fitted is False
+    assert any(k.startswith("pooled evidence, 3 orientations") for k in card.data["evaluation"])
+    card.verify_pooled_model()
+    assert card_path.read_text() != before and not (tmp_path / "bands" / "card.tmp.yaml").exists()

@@ -20,7 +20,8 @@ training file's structures), the test file's structures are never trained on.
 Subcommands (training extra only): ``train`` (train, calibrate one
 temperature on validation bags, evaluate on test bags of 1, 3, 10 and 20
 views against pooling the per-pattern model's probabilities), ``export``
-(ONNX with standardisation and temperature inside, test tensors).
+(ONNX with standardisation and temperature inside, test tensors, added to a
+band model's card as ``pooling: {model, sha256, version}``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training.band_model import _levels_accuracy, _mlp, load_features
 from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
-__all__ = ["draw_bags", "evaluate_bags", "export", "train"]
+__all__ = ["add_to_card", "draw_bags", "evaluate_bags", "export", "train"]
 
 #: Largest bag drawn for training (views per bag; where the view count of
 #: the pooled features saturates)
@@ -265,6 +266,41 @@ def export(checkpoint, out_dir, test_features=None) -> Path:
     return onnx_path
 
 
+def add_to_card(run_dir, model_dir, version: str, command: str, test_features) -> Path:
+    """Export a run's pooled model into a band model's folder (``pooled.onnx``
+    and test tensors) and add it to the folder's card: ``pooling: {model,
+    sha256, version}``, the card's ``version`` set to ``version``, the run's
+    test numbers under ``evaluation`` and its command under ``training``.
+    The card is rewritten atomically."""
+    import yaml
+
+    from kikuchipy_cnn.card import sha256_of
+
+    run_dir, model_dir = Path(run_dir), Path(model_dir)
+    card_path = model_dir / "card.yaml"
+    card = yaml.safe_load(card_path.read_text())
+    if card["input"]["kind"] != "bands":
+        raise ValueError(f"{card_path} is not a band model's card")
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    onnx_path = export(run_dir / "checkpoint.pt", model_dir, test_features)
+    card["version"] = version
+    card["citation"] = f"kikuchipy-cnn developers. kikuchipy-cnn band model {card['name']} {version}."
+    pooling = dict(card.get("pooling") or {})
+    pooling.update({"model": onnx_path.name, "sha256": sha256_of(onnx_path), "version": POOLED_VERSION})
+    card["pooling"] = pooling
+    for m, r in ev["test"].items():
+        a = r["pooled_model"]
+        card.setdefault("evaluation", {})[f"pooled evidence, {m} orientations of a held-out structure (reflector band sets), "
+                           "crystal system / Bravais / Laue / joint"] = (
+            f"{a['crystal_system']:.3f} / {a['bravais_lattice']:.3f} / {a['laue_class']:.3f} / {a['joint']:.3f}")
+    card.setdefault("training", {})["pooled_model"] = {"command": command, "epochs": ev["epochs"],
+                                        "structures": ev["n_train_structures"]}
+    tmp = card_path.with_name("card.tmp.yaml")
+    tmp.write_text(yaml.safe_dump(card, sort_keys=False))
+    os.replace(tmp, card_path)
+    return card_path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -276,10 +312,12 @@ def main(argv=None):
     t.add_argument("--epochs", type=int, default=300)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--stack", action="store_true", help="experiment: add the per-pattern model's log-probabilities")
-    e = sub.add_parser("export", help="export a run's pooled model into a model folder")
-    e.add_argument("run", help="run folder (checkpoint.pt)")
+    e = sub.add_parser("export", help="add a run's pooled model to a band model's folder and card")
+    e.add_argument("run", help="run folder (checkpoint.pt, evaluation.json)")
     e.add_argument("--out", required=True, help="model folder, e.g. models/kcnn-bands-mlp")
-    e.add_argument("--test-features", required=True, help="feature file; bags of its first structures are the test tensor")
+    e.add_argument("--version", required=True, help="the card's new version")
+    e.add_argument("--command", default="", help="the training command, for the card")
+    e.add_argument("--test-features", required=True, help="feature file; bags of a few structures are the test tensor")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         res = train(args.train, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
@@ -295,7 +333,7 @@ def main(argv=None):
         data = load_features([args.test_features])
         sids = sorted(_by_structure(data))[::97][:4]
         x, _, _ = draw_bags(data, sids, 2, [1, 5, 12], np.random.default_rng(0))
-        print(f"wrote {export(Path(args.run) / 'checkpoint.pt', args.out, x)}")
+        print(f"wrote {add_to_card(args.run, args.out, args.version, args.command, x)}")
 
 
 if __name__ == "__main__":
