@@ -80,7 +80,23 @@ def render_scan(masters, grain_master: np.ndarray, grain: np.ndarray, rng) -> np
             clean[sel] = project_many(stack, pos[midx[sel]], quats[sel], dc, shape)
     params = random_realism(rng)
     raw = degrade(clean, [params] * g.size, rng, binning=geom.binning)
-    return raw.reshape(rows, cols, *shape)
+    return raw.reshape(rows, cols, *shape), geom
+
+
+def scan_signal(raw, geom, masters, master_ids):
+    """An EBSD signal of a rendered scan carrying its true geometry (the
+    detector, Bruker PC) and beam energy (band models need both; pixel
+    models ignore them). The masters were simulated at 10-30 kV each: the
+    energy is the first master's, so in multi-phase scans the other phases'
+    band widths do not match it (their directions do)."""
+    from kikuchipy.detectors import EBSDDetector
+
+    s = kp.signals.EBSD(raw)
+    s.detector = EBSDDetector(shape=raw.shape[2:], pc=(geom.pcx, geom.pcy, geom.pcz), convention="bruker",
+                              sample_tilt=geom.sample_tilt, tilt=geom.tilt)
+    energy = float(masters.meta[int(master_ids[0])]["energy_kev"])
+    s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", energy)
+    return s
 
 
 def scan_plans(masters, args, rng) -> list[tuple[str, list[int]]]:
@@ -187,7 +203,7 @@ def figure(path, masters, card, args):
     mids = [ids.index(i) for i in args.figure_structures.split(",")]
     grain = grain_layout(args.rows, args.cols, args.grains, rng)
     gphase = assign_phases(grain, 2, rng)
-    s = kp.signals.EBSD(render_scan(masters, np.asarray(mids)[gphase], grain, rng))
+    s = scan_signal(*render_scan(masters, np.asarray(mids)[gphase], grain, rng), masters, mids)
     none = s.classify_structure(model=card, pool="none", min_score=0, verbose=0, show_progressbar=False)
     pooled = s.classify_structure(model=card, min_score=0, verbose=0, show_progressbar=False)
     true_rgb = np.array([[0.12, 0.47, 0.71], [0.84, 0.15, 0.16]])[gphase[grain]]
@@ -270,8 +286,8 @@ def main(argv=None):
         grain = grain_layout(args.rows, args.cols, args.grains, rng)
         gphase = assign_phases(grain, len(mids), rng)
         true = gphase[grain.ravel()]
-        raw = render_scan(masters, np.asarray(mids)[gphase], grain, rng)
-        s = kp.signals.EBSD(raw)
+        raw, geom = render_scan(masters, np.asarray(mids)[gphase], grain, rng)
+        s = scan_signal(raw, geom, masters, mids)
         order = ("none", "phases") if k % 2 == 0 else ("phases", "none")
         maps = {}
         for pool in order:
