@@ -43,12 +43,17 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("features", nargs="+", help="feature files of held-out structures")
-    ap.add_argument("--model", default="kcnn-bands-mlp")
+    ap.add_argument("--model", default="kcnn-bands-mlp", help="registered name, or a card.yaml path")
     ap.add_argument("--sizes", default="1,3,10,20")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
-    card = resolve_model(args.model)
+    if args.model.endswith(".yaml"):
+        from kikuchipy_cnn.card import ModelCard
+
+        card = ModelCard.from_file(args.model)
+    else:
+        card = resolve_model(args.model)
     if card.pooled_model is None:
         raise SystemExit(f"model {card.name!r} has no pooled model (pooling: model) in its card")
     d = load_features(args.features)

@@ -36,7 +36,7 @@ def bag_files(tmp_path_factory):
 
 def test_bags_hold_views_of_one_structure(bag_files):
     data = band_model.load_features([bag_files[0]])
-    x, y, rows = pooled_model.draw_bags(data, ["train-0", "train-7"], 3, [2, 4], np.random.default_rng(0))
+    x, y, rows = pooled_model.draw_bags(data, ["test:train-0", "test:train-7"], 3, [2, 4], np.random.default_rng(0))
     assert x.shape == (6, len(pooled_feature_names())) and len(y) == 6
     for r, xi in zip(rows, x):
         assert len(set(data["structure_id"][r])) == 1 and len(set(r)) == len(r) in (2, 4)
@@ -49,13 +49,13 @@ def test_train_evaluate_export_and_run_as_inference_does(bag_files, tmp_path):
     res = pooled_model.train(bag_files[0], bag_files[1], tmp_path / "run", hidden=32, epochs=40, patience=40,
                              val_fraction=0.2, bags_per_structure=8)
     assert res["pooled_version"] == POOLED_VERSION and res["n_test_structures"] == 8
-    assert set(res["test"]) == {"1", "3", "10", "20"}
-    r = res["test"]["3"]
+    assert set(res["test"]) == {"test"} and set(res["test"]["test"]) == {"1", "3", "10", "20"}
+    r = res["test"]["test"]["3"]
     assert {"pooled_model", "pooled_probabilities", "ece_joint"} <= set(r)
     # four well-separated lattices: learned from bags
     assert r["pooled_model"]["bravais_lattice"] >= 0.75
     data = band_model.load_features([bag_files[1]])
-    x, _, _ = pooled_model.draw_bags(data, ["test-0", "test-5"], 1, [3], np.random.default_rng(2))
+    x, _, _ = pooled_model.draw_bags(data, ["test:test-0", "test:test-5"], 1, [3], np.random.default_rng(2))
     (tmp_path / "model").mkdir()
     onnx_path = pooled_model.export(tmp_path / "run" / "checkpoint.pt", tmp_path / "model", x)
     import hashlib
@@ -93,7 +93,7 @@ def test_add_to_card_makes_a_band_card_that_pools_the_evidence(bag_files, tmp_pa
     card_path = make_band_model_dir(tmp_path / "bands")
     before = card_path.read_text()
     data = band_model.load_features([bag_files[1]])
-    x, _, _ = pooled_model.draw_bags(data, ["test-0"], 2, [3], np.random.default_rng(0))
+    x, _, _ = pooled_model.draw_bags(data, ["test:test-0"], 2, [3], np.random.default_rng(0))
     pooled_model.add_to_card(tmp_path / "run", tmp_path / "bands", "0.0.2", "python -m ...", x)
     card = ModelCard.from_file(card_path)
     assert card.version == "0.0.2" and card.pooled_model == tmp_path / "bands" / "pooled.onnx"
@@ -101,3 +101,15 @@ def test_add_to_card_makes_a_band_card_that_pools_the_evidence(bag_files, tmp_pa
     assert any(k.startswith("pooled evidence, 3 orientations") for k in card.data["evaluation"])
     card.verify_pooled_model()
     assert card_path.read_text() != before and not (tmp_path / "bands" / "card.tmp.yaml").exists()
+
+
+def test_bags_never_mix_sources_and_a_structure_stays_on_one_side(bag_files):
+    data = band_model.load_features([bag_files[0]])
+    data["source"] = np.where(np.arange(len(data["source"])) % 2 == 0, "rendered", "reflectors")
+    keys = sorted(pooled_model._by_structure(data))
+    assert "rendered:train-0" in keys and "reflectors:train-0" in keys
+    _, _, rows = pooled_model.draw_bags(data, keys, 2, [2], np.random.default_rng(0))
+    assert all(len(set(data["source"][r])) == 1 and len(set(data["structure_id"][r])) == 1 for r in rows)
+    tr, va = pooled_model._split_structures(data, 0.2, np.random.default_rng(0))
+    assert not {k.split(":", 1)[1] for k in tr} & {k.split(":", 1)[1] for k in va}
+    assert len(tr) + len(va) == len(keys) and va

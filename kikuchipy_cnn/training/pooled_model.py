@@ -48,22 +48,29 @@ MAX_BAG = MAX_VIEWS
 TEST_SIZES = (1, 3, 10, 20)
 
 
+def _keys(data: dict) -> np.ndarray:
+    """Bag key of every band set: its source and structure (a bag never mixes
+    rendered and reflector-list band sets)."""
+    return np.char.add(np.char.add(data["source"].astype(str), ":"), data["structure_id"].astype(str))
+
+
 def _by_structure(data: dict) -> dict:
     out: dict = {}
-    for i, sid in enumerate(data["structure_id"]):
-        out.setdefault(str(sid), []).append(i)
+    for i, key in enumerate(_keys(data)):
+        out.setdefault(str(key), []).append(i)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def draw_bags(data: dict, structures: list[str], n_bags: int, sizes, rng) -> tuple[np.ndarray, np.ndarray, list]:
-    """``n_bags`` bags per structure, each of a size drawn from ``sizes``
-    (views of one structure without replacement, capped by what exists).
-    Returns pooled features ``(B, P)``, labels ``(B,)`` and each bag's rows."""
+def draw_bags(data: dict, structures: list[str], n_bags, sizes, rng) -> tuple[np.ndarray, np.ndarray, list]:
+    """``n_bags`` bags per structure (bag key ``"<source>:<structure id>"``;
+    or a dict key -> count), each of a size drawn from ``sizes`` (views of
+    one structure without replacement, capped by what exists). Returns
+    pooled features ``(B, P)``, labels ``(B,)`` and each bag's rows."""
     rows_of = _by_structure(data)
     x, y, rows = [], [], []
     for sid in structures:
         r = rows_of[sid]
-        for _ in range(n_bags):
+        for _ in range(n_bags[sid] if isinstance(n_bags, dict) else n_bags):
             m = min(int(rng.choice(sizes)), len(r))
             pick = rng.choice(r, size=m, replace=False)
             x.append(pooled_features(data["features"][pick]))
@@ -73,18 +80,19 @@ def draw_bags(data: dict, structures: list[str], n_bags: int, sizes, rng) -> tup
 
 
 def _split_structures(data: dict, val_fraction: float, rng) -> tuple[list, list]:
-    """Structures of a file split in train / validation, stratified by class."""
+    """Bag keys split in train / validation by structure (all sources of a
+    structure on one side), stratified by class."""
     label_of = {}
     for sid, lab in zip(data["structure_id"], data["label"]):
         label_of[str(sid)] = int(lab)
-    train, val = [], []
+    val_ids = set()
     for c in np.unique(list(label_of.values())):
         ids = sorted(s for s, lab in label_of.items() if lab == c)
         rng.shuffle(ids)
-        k = max(1, int(round(val_fraction * len(ids))))
-        val += ids[:k]
-        train += ids[k:]
-    return sorted(train), sorted(val)
+        val_ids |= set(ids[: max(1, int(round(val_fraction * len(ids))))])
+    keys = sorted(_by_structure(data))
+    val = [k for k in keys if k.split(":", 1)[1] in val_ids]
+    return [k for k in keys if k.split(":", 1)[1] not in val_ids], val
 
 
 def _pooled_baseline(per_pattern_probs: np.ndarray, rows: list, tempering: float = 0.0) -> np.ndarray:
@@ -106,12 +114,13 @@ def _per_pattern_probs(card_name: str, features: np.ndarray) -> np.ndarray:
     return session.run(np.asarray(features, np.float32), ("probabilities",), 1024)["probabilities"]
 
 
-def evaluate_bags(predict, data: dict, rng, sizes=TEST_SIZES, n_bags: int = 5, baseline=None) -> dict:
+def evaluate_bags(predict, data: dict, rng, sizes=TEST_SIZES, n_bags: int = 5, baseline=None,
+                  structures=None) -> dict:
     """Accuracy per level of ``predict(pooled features) -> probabilities`` on
-    ``n_bags`` bags per structure of each size; with ``baseline`` (per-pattern
-    probabilities of ``data``'s rows) also that of pooling them."""
+    ``n_bags`` bags per structure (bag key) of each size; with ``baseline``
+    (per-pattern probabilities of ``data``'s rows) also that of pooling them."""
     out = {}
-    structures = sorted(_by_structure(data))
+    structures = sorted(_by_structure(data)) if structures is None else structures
     for m in sizes:
         x, y, rows = draw_bags(data, structures, n_bags, [m], rng)
         p = predict(x)
@@ -123,10 +132,10 @@ def evaluate_bags(predict, data: dict, rng, sizes=TEST_SIZES, n_bags: int = 5, b
     return out
 
 
-def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.3, epochs: int = 300,
+def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 0.3, epochs: int = 300,
           lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, patience: int = 30,
           val_fraction: float = 0.15, bags_per_structure: int = 24, baseline_model: str = "kcnn-bands-mlp",
-          stack: bool = False) -> dict:
+          stack: bool = False, rendered_weight: float = 1.0) -> dict:
     """Train the pooled MLP, calibrate on validation bags, evaluate on test
     bags; write ``checkpoint.pt`` and ``evaluation.json`` into ``out_dir``."""
     import torch
@@ -134,8 +143,10 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     rng = np.random.default_rng(seed)
-    data = load_features([train_path])
-    test = load_features([test_path])
+    train_paths = [train_paths] if isinstance(train_paths, (str, Path)) else list(train_paths)
+    test_paths = [test_paths] if isinstance(test_paths, (str, Path)) else list(test_paths)
+    data = load_features(train_paths)
+    test = load_features(test_paths)
     if stack:  # experiment: the per-pattern model's centred log-probabilities as more features
         for dd in (data, test):
             lp = np.log(np.clip(_per_pattern_probs(baseline_model, dd["features"]), 1e-4, 1))
@@ -145,6 +156,11 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
         raise ValueError(f"{len(overlap)} structures are in train and test, e.g. {sorted(overlap)[:3]}")
     tr_ids, va_ids = _split_structures(data, val_fraction, rng)
     sizes = np.arange(1, MAX_BAG + 1)
+
+    def per_key(n):  # bags per key: rendered band sets weigh rendered_weight times more
+        return {k: max(1, int(round(n * (rendered_weight if k.startswith("rendered:") else 1))))
+                for k in tr_ids}
+
     xva, yva, _ = draw_bags(data, va_ids, 8, sizes, rng)
     xtr0, _, _ = draw_bags(data, tr_ids, 4, sizes, rng)
     mu = xtr0.mean(0)
@@ -161,10 +177,10 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
     xv, yv = t(xva), torch.as_tensor(yva)
     best, best_state, wait, history = np.inf, None, 0, []
     # a fixed pool of training bags, redrawn in part every epoch
-    xtr, ytr, _ = draw_bags(data, tr_ids, bags_per_structure, sizes, rng)
+    xtr, ytr, _ = draw_bags(data, tr_ids, per_key(bags_per_structure), sizes, rng)
     for ep in range(epochs):
         if ep and ep % 10 == 0:
-            xn, yn, _ = draw_bags(data, tr_ids, max(1, bags_per_structure // 4), sizes, rng)
+            xn, yn, _ = draw_bags(data, tr_ids, per_key(max(1, bags_per_structure // 4)), sizes, rng)
             k = rng.choice(len(xtr), size=len(xn), replace=False)
             xtr[k], ytr[k] = xn, yn
         xt, yt = t(xtr), torch.as_tensor(ytr)
@@ -191,6 +207,7 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
         raise RuntimeError("the validation loss was never finite: no model to keep")
     model.load_state_dict(best_state)
     model.eval()
+    best_epoch = int(np.argmin(history)) + 1
     with torch.no_grad():
         logits_va = model(xv)
     temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
@@ -204,11 +221,15 @@ def train(train_path, test_path, out_dir, hidden: int = 256, dropout: float = 0.
     nf = len(pooled_feature_names()) // 3
     baseline = _per_pattern_probs(baseline_model, test["features"][:, :nf]) if baseline_model else None
     result = {
-        "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_val_loss": best,
+        "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_epoch": best_epoch,
+        "best_val_loss": best, "hidden": hidden, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
         "n_train_structures": len(tr_ids), "n_val_structures": len(va_ids),
-        "n_test_structures": len(_by_structure(test)), "baseline_model": baseline_model, "stack": stack,
+        "n_test_structures": len(set(test["structure_id"].astype(str))), "baseline_model": baseline_model, "stack": stack,
         "val": {"accuracy": _levels_accuracy(predict(xva), yva)},
-        "test": evaluate_bags(predict, test, np.random.default_rng(seed + 1), baseline=baseline),
+        "rendered_weight": rendered_weight, "train_files": [str(p) for p in train_paths],
+        "test": {src: evaluate_bags(predict, test, np.random.default_rng(seed + 1), baseline=baseline,
+                                    structures=[k for k in sorted(_by_structure(test)) if k.startswith(src + ":")])
+                 for src in sorted(set(test["source"].astype(str)))},
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,11 +309,13 @@ def add_to_card(run_dir, model_dir, version: str, command: str, test_features) -
     pooling = dict(card.get("pooling") or {})
     pooling.update({"model": onnx_path.name, "sha256": sha256_of(onnx_path), "version": POOLED_VERSION})
     card["pooling"] = pooling
-    for m, r in ev["test"].items():
-        a = r["pooled_model"]
-        card.setdefault("evaluation", {})[f"pooled evidence, {m} orientations of a held-out structure (reflector band sets), "
-                           "crystal system / Bravais / Laue / joint"] = (
-            f"{a['crystal_system']:.3f} / {a['bravais_lattice']:.3f} / {a['laue_class']:.3f} / {a['joint']:.3f}")
+    for src, by_m in ev["test"].items():
+        for m, r in by_m.items():
+            a = r["pooled_model"]
+            card.setdefault("evaluation", {})[
+                f"pooled evidence, {m} orientations of a held-out structure ({src} band sets), "
+                "crystal system / Bravais / Laue / joint"] = (
+                f"{a['crystal_system']:.3f} / {a['bravais_lattice']:.3f} / {a['laue_class']:.3f} / {a['joint']:.3f}")
     card.setdefault("training", {})["pooled_model"] = {"command": command, "epochs": ev["epochs"],
                                         "structures": ev["n_train_structures"]}
     tmp = card_path.with_name("card.tmp.yaml")
@@ -305,12 +328,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train, calibrate and evaluate the pooled MLP")
-    t.add_argument("--train", required=True, help="feature file of the training structures' bags")
-    t.add_argument("--test", required=True, help="feature file of the test structures' bags")
+    t.add_argument("--train", nargs="+", required=True, help="feature files of the training structures' bags")
+    t.add_argument("--test", nargs="+", required=True, help="feature files of the test structures' bags")
+    t.add_argument("--rendered-weight", type=float, default=1.0,
+                   help="bags per rendered structure relative to a reflector-list structure")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--hidden", type=int, default=256)
     t.add_argument("--epochs", type=int, default=300)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dropout", type=float, default=0.3)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-2)
+    t.add_argument("--patience", type=int, default=30)
     t.add_argument("--stack", action="store_true", help="experiment: add the per-pattern model's log-probabilities")
     e = sub.add_parser("export", help="add a run's pooled model to a band model's folder and card")
     e.add_argument("run", help="run folder (checkpoint.pt, evaluation.json)")
@@ -321,14 +350,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.cmd == "train":
         res = train(args.train, args.test, args.out, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
-                    stack=args.stack)
+                    stack=args.stack, dropout=args.dropout, lr=args.lr, weight_decay=args.weight_decay,
+                    patience=args.patience, rendered_weight=args.rendered_weight)
         print("val", {k: round(v, 3) for k, v in res["val"]["accuracy"].items()}, "T", round(res["temperature"], 3),
-              "epochs", res["epochs"])
-        for m, r in res["test"].items():
-            print(f"test {m:>2} views: pooled model",
-                  {k: round(v, 3) for k, v in r["pooled_model"].items()}, "ECE", round(r["ece_joint"], 3))
-            if "pooled_probabilities" in r:
-                print("           pooled probabilities", {k: round(v, 3) for k, v in r["pooled_probabilities"].items()})
+              "epochs", res["epochs"], "best", res["best_epoch"], "val loss", round(res["best_val_loss"], 4))
+        for src, by_m in res["test"].items():
+            for m, r in by_m.items():
+                print(f"test {src} {m:>2} views: pooled model",
+                      {k: round(v, 3) for k, v in r["pooled_model"].items()}, "ECE", round(r["ece_joint"], 3))
+                if "pooled_probabilities" in r:
+                    print("           pooled probabilities",
+                          {k: round(v, 3) for k, v in r["pooled_probabilities"].items()})
     else:
         data = load_features([args.test_features])
         sids = sorted(_by_structure(data))[::97][:4]
