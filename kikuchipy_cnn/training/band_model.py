@@ -116,6 +116,29 @@ def group_mask(groups) -> np.ndarray:
     return np.array([n.startswith(prefixes) for n in names])
 
 
+def train_epoch(model, opt, loss_fn, x, y, batch: int = 256) -> None:
+    """One pass over ``(x, y)`` in shuffled minibatches."""
+    import torch
+
+    model.train()
+    perm = torch.randperm(len(x))
+    for i in range(0, len(perm), batch):
+        idx = perm[i : i + batch]
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+
+
+def fit_temperature(logits, y) -> float:
+    """The temperature (0.3-5, log grid) minimising the NLL of ``logits``."""
+    import torch
+
+    temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
+    nll = [float(torch.nn.functional.cross_entropy(logits / T, y)) for T in temps]
+    return float(temps[int(np.argmin(nll))])
+
+
 def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 0.2,
           epochs: int = 200, lr: float = 2e-3, weight_decay: float = 1e-3, seed: int = 0,
           patience: int = 20, groups=tuple(GROUPS)) -> dict:
@@ -151,14 +174,7 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     loss_fn = torch.nn.CrossEntropyLoss(weight=w)
     best, best_state, wait, history = np.inf, None, 0, []
     for ep in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(perm), 256):
-            idx = perm[i : i + 256]
-            opt.zero_grad()
-            loss = loss_fn(model(xtr[idx]), ytr[idx])
-            loss.backward()
-            opt.step()
+        train_epoch(model, opt, loss_fn, xtr, ytr)
         sched.step()
         model.eval()
         with torch.no_grad():
@@ -175,9 +191,7 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     with torch.no_grad():
         logits_va = model(xva)
     # one temperature on validation (unweighted NLL: calibration on the natural mix)
-    temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
-    nll = [float(torch.nn.functional.cross_entropy(logits_va / T, yva)) for T in temps]
-    T = float(temps[int(np.argmin(nll))])
+    T = fit_temperature(logits_va, yva)
     result = {"temperature": T, "epochs": len(history), "best_val_loss": best, "n_train": len(xtr),
               "groups": list(groups),
               "n_val": len(xva), "feature_version": FEATURE_VERSION}
@@ -214,10 +228,12 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     return result
 
 
-def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> Path:
-    """ONNX model (standardisation and temperature inside) with test tensors;
-    returns the ONNX path. The card is written by the caller (it carries the
-    evaluation)."""
+def export_mlp(checkpoint, onnx_path, input_name: str, test_features=None, test_prefix: str = "test_") -> Path:
+    """A checkpoint's MLP as ONNX (opset 17, dynamic batch; standardisation and
+    temperature inside: ``input_name`` -> ``probabilities``), written
+    atomically to ``onnx_path`` (never over an existing file); with
+    ``test_features``, also ``<test_prefix>input.npy`` / ``<test_prefix>output.npy``
+    beside it. Shared by the band model and the pooled model."""
     import torch
 
     ck = torch.load(checkpoint, weights_only=False)
@@ -236,32 +252,36 @@ def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> 
         def forward(self, features):
             return torch.softmax(self.core((features - self.mu) / self.sd) / self.t, dim=1)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / "model.onnx"
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
     if onnx_path.exists():
         raise FileExistsError(f"{onnx_path} exists: remove it or export to another folder")
     model = Wrapped().eval()
-    x = torch.zeros(2, ck["n_in"])
-    tmp = out_dir / "model.tmp.onnx"
-    torch.onnx.export(model, (x,), str(tmp), input_names=["features"], output_names=["probabilities"],
-                      dynamic_axes={"features": {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
+    tmp = onnx_path.with_name(onnx_path.stem + ".tmp.onnx")
+    torch.onnx.export(model, (torch.zeros(2, ck["n_in"]),), str(tmp), input_names=[input_name],
+                      output_names=["probabilities"],
+                      dynamic_axes={input_name: {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
                       dynamo=False)
     os.replace(tmp, onnx_path)
     if test_features is not None:
         tf = np.asarray(test_features, np.float32)
         with torch.no_grad():
             tp = model(torch.as_tensor(tf)).numpy()
-        np.save(out_dir / "test_input.npy", tf)
-        np.save(out_dir / "test_output.npy", tp)
+        np.save(onnx_path.parent / f"{test_prefix}input.npy", tf)
+        np.save(onnx_path.parent / f"{test_prefix}output.npy", tp)
     return onnx_path
+
+
+def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> Path:
+    """ONNX model ``model.onnx`` (standardisation and temperature inside) with
+    test tensors; returns the ONNX path. The card is written by the caller (it
+    carries the evaluation)."""
+    return export_mlp(checkpoint, Path(out_dir) / "model.onnx", "features", test_features)
 
 
 def write_card(run_dir, out_dir, name: str, version: str, command: str, test_features) -> Path:
     """Export the run's model to ``out_dir`` (ONNX + test tensors) and write its
     card (input kind ``bands``) with the run's evaluation."""
-    import yaml
-
     from kikuchipy_cnn.card import sha256_of
     from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
     from kikuchipy_cnn.symmetry import joint_class_info
@@ -320,8 +340,15 @@ def write_card(run_dir, out_dir, name: str, version: str, command: str, test_fea
             "About 5-10 patterns/s per core: far slower than the pixel model.",
         ],
     }  # fmt: skip
-    path = out_dir / "card.yaml"
-    tmp = out_dir / "card.tmp.yaml"
+    return write_card_yaml(out_dir / "card.yaml", card)
+
+
+def write_card_yaml(path, card: dict) -> Path:
+    """Write a card's YAML atomically (a temporary file renamed over it)."""
+    import yaml
+
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.yaml")
     tmp.write_text(yaml.safe_dump(card, sort_keys=False))
     os.replace(tmp, path)
     return path

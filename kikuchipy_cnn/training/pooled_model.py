@@ -35,7 +35,15 @@ import numpy as np
 
 from kikuchipy_cnn.features import MAX_VIEWS, POOLED_VERSION, pooled_feature_names, pooled_features
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
-from kikuchipy_cnn.training.band_model import _levels_accuracy, _mlp, load_features
+from kikuchipy_cnn.training.band_model import (
+    _levels_accuracy,
+    _mlp,
+    export_mlp,
+    fit_temperature,
+    load_features,
+    train_epoch,
+    write_card_yaml,
+)
 from kikuchipy_cnn.training.calibrate import expected_calibration_error
 
 __all__ = ["add_to_card", "draw_bags", "evaluate_bags", "export", "train"]
@@ -183,15 +191,7 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
             xn, yn, _ = draw_bags(data, tr_ids, per_key(max(1, bags_per_structure // 4)), sizes, rng)
             k = rng.choice(len(xtr), size=len(xn), replace=False)
             xtr[k], ytr[k] = xn, yn
-        xt, yt = t(xtr), torch.as_tensor(ytr)
-        model.train()
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(perm), 256):
-            idx = perm[i : i + 256]
-            opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+        train_epoch(model, opt, loss_fn, t(xtr), torch.as_tensor(ytr))
         sched.step()
         model.eval()
         with torch.no_grad():
@@ -210,9 +210,7 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
     best_epoch = int(np.argmin(history)) + 1
     with torch.no_grad():
         logits_va = model(xv)
-    temps = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
-    nll = [float(torch.nn.functional.cross_entropy(logits_va / T, yv)) for T in temps]
-    T = float(temps[int(np.argmin(nll))])
+    T = fit_temperature(logits_va, yv)
 
     def predict(x):
         with torch.no_grad():
@@ -252,39 +250,7 @@ def export(checkpoint, out_dir, test_features=None) -> Path:
     if ck.get("stack") or ck["n_in"] != len(pooled_feature_names()):
         raise ValueError(f"{checkpoint} reads {ck['n_in']} inputs, not the {len(pooled_feature_names())} "
                          "pooled features (a --stack experiment cannot be exported)")
-    core = _mlp(ck["n_in"], len(JOINT_CLASSES), ck["hidden"], ck["dropout"])
-    core.load_state_dict(ck["state"])
-    core.eval()
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.core = core
-            self.register_buffer("mu", torch.as_tensor(ck["mu"], dtype=torch.float32))
-            self.register_buffer("sd", torch.as_tensor(ck["sd"], dtype=torch.float32))
-            self.t = float(ck["temperature"])
-
-        def forward(self, pooled_features):
-            return torch.softmax(self.core((pooled_features - self.mu) / self.sd) / self.t, dim=1)
-
-    out_dir = Path(out_dir)
-    onnx_path = out_dir / "pooled.onnx"
-    if onnx_path.exists():
-        raise FileExistsError(f"{onnx_path} exists: remove it or export to another folder")
-    model = Wrapped().eval()
-    tmp = out_dir / "pooled.tmp.onnx"
-    torch.onnx.export(model, (torch.zeros(2, ck["n_in"]),), str(tmp), input_names=["pooled_features"],
-                      output_names=["probabilities"],
-                      dynamic_axes={"pooled_features": {0: "n"}, "probabilities": {0: "n"}}, opset_version=17,
-                      dynamo=False)
-    os.replace(tmp, onnx_path)
-    if test_features is not None:
-        tf = np.asarray(test_features, np.float32)
-        with torch.no_grad():
-            tp = model(torch.as_tensor(tf)).numpy()
-        np.save(out_dir / "pooled_test_input.npy", tf)
-        np.save(out_dir / "pooled_test_output.npy", tp)
-    return onnx_path
+    return export_mlp(checkpoint, Path(out_dir) / "pooled.onnx", "pooled_features", test_features, "pooled_test_")
 
 
 def add_to_card(run_dir, model_dir, version: str, command: str, test_features) -> Path:
@@ -318,10 +284,7 @@ def add_to_card(run_dir, model_dir, version: str, command: str, test_features) -
                 f"{a['crystal_system']:.3f} / {a['bravais_lattice']:.3f} / {a['laue_class']:.3f} / {a['joint']:.3f}")
     card.setdefault("training", {})["pooled_model"] = {"command": command, "epochs": ev["epochs"],
                                         "structures": ev["n_train_structures"]}
-    tmp = card_path.with_name("card.tmp.yaml")
-    tmp.write_text(yaml.safe_dump(card, sort_keys=False))
-    os.replace(tmp, card_path)
-    return card_path
+    return write_card_yaml(card_path, card)
 
 
 def main(argv=None):
