@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import kikuchipy as kp
 import numpy as np
 
 LEVELS = ("crystal_system", "bravais_lattice", "laue_class", "joint")
@@ -53,8 +54,9 @@ def grain_layout(rows: int, cols: int, n_grains: int, rng) -> np.ndarray:
     return grain.reshape(rows, cols)
 
 
-def render_scan(masters, grain_master: np.ndarray, grain: np.ndarray, rng) -> np.ndarray:
-    """Raw patterns ``(rows, cols, r, c)`` of a scan: grain ``g`` shows master
+def render_scan(masters, grain_master: np.ndarray, grain: np.ndarray, rng):
+    """Raw patterns ``(rows, cols, r, c)`` of a scan and its detector geometry
+    (``DetectorGeometry``): grain ``g`` shows master
     ``grain_master[g]`` at one random orientation; one detector and one set of
     degradation parameters for the scan (kikuchipy_cnn.training's projection
     and realism, as the data engine renders training patterns)."""
@@ -188,7 +190,6 @@ def _colour_map(xmap, shape):
 def figure(path, masters, card, args):
     """True phases, the per-pattern map, the grains and the discovered, pooled
     phases of a rendered two-phase scan."""
-    import kikuchipy as kp
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,7 +246,6 @@ def figure(path, masters, card, args):
 
 
 def main(argv=None):
-    import kikuchipy as kp
 
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.crystal_map import probabilities

@@ -603,8 +603,9 @@ def classify_structure(
         :data:`~kikuchipy_cnn.phases.POOL_TEMPERING`; the bar for splitting
         phases from its ``pooling: {split_r2: [a, b]}``, else
         :data:`~kikuchipy_cnn.phases.SPLIT_R2`; both were fitted for
-        ``kcnn-resnet-s`` 0.2.0, and a UserWarning says so when the card has
-        no ``pooling:``). A band model whose card has a pooled model
+        ``kcnn-resnet-s`` 0.2.0, and a UserWarning says so unless the card's
+        ``pooling:`` has ``split_r2`` and either ``tempering`` or a pooled
+        model: :attr:`~kikuchipy_cnn.card.ModelCard.pooling_fitted`). A band model whose card has a pooled model
         (``pooling: {model: ...}``) pools the *evidence* instead: the band
         features of each phase's patterns, averaged per grain and summarised
         over its grains (:func:`~kikuchipy_cnn.phases.pool_evidence`), are
@@ -750,12 +751,15 @@ def classify_structure(
         if not card.pooling_fitted:
             from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
 
-            defaults = f"split bar {SPLIT_R2}" if evidence else (
-                f"tempering {POOL_TEMPERING}, split bar {SPLIT_R2}")
+            pooling = card.data.get("pooling") or {}
+            defaults = [f"split bar {SPLIT_R2}"] if "split_r2" not in pooling else []
+            if not evidence and "tempering" not in pooling:
+                defaults.insert(0, f"tempering {POOL_TEMPERING}")
             warnings.warn(
-                f"Model {card.name!r} has no pooling settings in its card: pool='phases' uses "
-                f"the defaults fitted for 'kcnn-resnet-s' ({defaults}), which may split or merge "
-                "this model's phases wrongly; pass pool='none' or add pooling: to the card",
+                f"Model {card.name!r} has no pooling settings in its card fitted for it: "
+                f"pool='phases' uses the defaults fitted for 'kcnn-resnet-s' ({', '.join(defaults)}), "
+                "which may split or merge this model's phases wrongly; pass pool='none' or add "
+                "pooling: to the card",
                 UserWarning,
                 stacklevel=2,
             )

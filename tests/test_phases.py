@@ -554,6 +554,15 @@ def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_ba
     data = yaml.safe_load((d / "card.yaml").read_text())
     (d / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": {"tempering": 0.5, "split_r2": [0.4, 1.7]}}))
     with_pooling = ModelCard.from_file(d / "card.yaml")
+    # tempering alone: the warning names only the default split bar
+    d2 = tmp_path / "bands-tempering"
+    shutil.copytree(tiny_band_card_path.parent, d2)
+    (d2 / "card.yaml").write_text(yaml.safe_dump({**data, "pooling": {"tempering": 0.5}}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _classify(ni, model=ModelCard.from_file(d2 / "card.yaml"), min_score=0)
+    msg = [str(w.message) for w in caught if "no pooling settings" in str(w.message)]
+    assert len(msg) == 1 and "split bar" in msg[0] and "tempering" not in msg[0]
     for kw in ({"model": card, "pool": "none"}, {"model": with_pooling}):
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)

@@ -221,7 +221,8 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
     result = {
         "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_epoch": best_epoch,
         "best_val_loss": best, "hidden": hidden, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
-        "n_train_structures": len(tr_ids), "n_val_structures": len(va_ids),
+        "n_train_structures": len({k.split(":", 1)[1] for k in tr_ids}),
+        "n_val_structures": len({k.split(":", 1)[1] for k in va_ids}), "n_train_bag_keys": len(tr_ids),
         "n_test_structures": len(set(test["structure_id"].astype(str))), "baseline_model": baseline_model, "stack": stack,
         "val": {"accuracy": _levels_accuracy(predict(xva), yva)},
         "rendered_weight": rendered_weight, "train_files": [str(p) for p in train_paths],
