@@ -756,7 +756,7 @@ def classify_structure(
             if not evidence and "tempering" not in pooling:
                 defaults.insert(0, f"tempering {POOL_TEMPERING}")
             warnings.warn(
-                f"Model {card.name!r} has no pooling settings in its card fitted for it: "
+                f"Model {card.name!r} has no pooling settings fitted for it in its card: "
                 f"pool='phases' uses the defaults fitted for 'kcnn-resnet-s' ({', '.join(defaults)}), "
                 "which may split or merge this model's phases wrongly; pass pool='none' or add "
                 "pooling: to the card",
