@@ -246,7 +246,6 @@ def figure(path, masters, card, args):
 
 
 def main(argv=None):
-
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.crystal_map import probabilities
     from kikuchipy_cnn.phases import pool_probabilities

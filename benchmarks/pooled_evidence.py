@@ -29,17 +29,11 @@ import argparse
 import numpy as np
 
 
-def _levels(p, y):
-    from kikuchipy_cnn.training.band_model import _levels_accuracy
-
-    return _levels_accuracy(p, y)
-
-
 def main(argv=None):
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.engine import get_session
     from kikuchipy_cnn.phases import pool_evidence, pool_probabilities
-    from kikuchipy_cnn.training.band_model import load_features
+    from kikuchipy_cnn.training.band_model import _levels_accuracy, load_features
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("features", nargs="+", help="feature files of held-out structures")
@@ -81,7 +75,7 @@ def main(argv=None):
             _, pp, _ = pool_probabilities(probs[rows], group)
             _, pe, _ = pool_evidence(f[rows], group, np.arange(len(rows)), card.pooled_model, card.pooled_sha256)
             for name, p in (("probabilities", pp), ("evidence", pe)):
-                a = _levels(p, truth)
+                a = _levels_accuracy(p, truth)
                 print(f"{n:>3} {subset:<9} {len(bags):>5}  {name:<13} {a['crystal_system']:>7.3f} "
                       f"{a['bravais_lattice']:>7.3f} {a['laue_class']:>7.3f} {a['joint']:>7.3f} "
                       f"{p.max(1).mean():>6.3f}")

@@ -205,14 +205,21 @@ class ModelCard:
         return None if sha is None else str(sha).lower()
 
     @property
-    def pooling_fitted(self) -> bool:
-        """Whether the card's ``pooling:`` settings were fitted for this model:
-        the phase split bar (``split_r2``) and how phases are pooled
-        (``tempering``, or a pooled ``model``). Without them,
-        ``classify_structure(pool="phases")`` warns that defaults fitted for
-        ``kcnn-resnet-s`` are used."""
+    def unfitted_pooling(self) -> tuple[str, ...]:
+        """The ``pooling:`` settings that ``classify_structure(pool="phases")``
+        takes from the defaults fitted for ``kcnn-resnet-s`` because the card
+        lacks them: ``"tempering"`` (unless given, or a pooled model makes it
+        unused) and ``"split_r2"`` (the phase split bar)."""
         pooling = self.data.get("pooling") or {}
-        return "split_r2" in pooling and ("tempering" in pooling or "model" in pooling)
+        return tuple(k for k in ("tempering", "split_r2")
+                     if k not in pooling and not (k == "tempering" and "model" in pooling))
+
+    @property
+    def pooling_fitted(self) -> bool:
+        """Whether every ``pooling:`` setting ``pool="phases"`` uses was fitted
+        for this model (:attr:`unfitted_pooling` is empty); otherwise
+        ``classify_structure(pool="phases")`` warns."""
+        return not self.unfitted_pooling
 
     def verify_pooled_model(self):
         """Raise :class:`WeightsError` unless the pooled model (if any) exists,
@@ -221,18 +228,7 @@ class ModelCard:
         path = self.pooled_model
         if path is None:
             return
-        if not path.is_file():
-            raise WeightsError(
-                f"Pooled model {path} of model {self.name!r} is missing: reinstall kikuchipy-cnn "
-                "or the package that provides the model, or pass pool='none'"
-            )
-        digest = sha256_of(path)
-        if digest != self.pooled_sha256:
-            raise WeightsError(
-                f"Pooled model {path} of model {self.name!r} is corrupted or was replaced: its "
-                f"sha256 is {digest}, the card expects {self.pooled_sha256}. Reinstall the package "
-                "that provides the model, or pass pool='none'"
-            )
+        digest = self._verify_file("Pooled model", path, self.pooled_sha256, ", or pass pool='none'")
         from kikuchipy_cnn.engine import auxiliary_session
 
         width = auxiliary_session(path, digest).get_outputs()[0].shape[-1]
@@ -369,19 +365,24 @@ class ModelCard:
     def verify_weights(self):
         """Raise :class:`WeightsError` unless the weights file exists and its
         sha256 equals the card's."""
-        path = self.weights_path
+        self._verify_file("Weights file", self.weights_path, self.sha256, "")
+
+    def _verify_file(self, what: str, path: Path, sha256: str, fallback: str) -> str:
+        """Raise :class:`WeightsError` unless ``path`` exists with ``sha256``
+        (the fix named, with ``fallback`` appended); return its digest."""
         if not path.is_file():
             raise WeightsError(
-                f"Weights file {path} of model {self.name!r} is missing: reinstall "
-                "kikuchipy-cnn or the package that provides the model"
+                f"{what} {path} of model {self.name!r} is missing: reinstall "
+                f"kikuchipy-cnn or the package that provides the model{fallback}"
             )
         digest = sha256_of(path)
-        if digest != self.sha256:
+        if digest != sha256:
             raise WeightsError(
-                f"Weights file {path} of model {self.name!r} is corrupted or was "
-                f"replaced: its sha256 is {digest}, the card expects {self.sha256}. "
-                "Reinstall the package that provides the model"
+                f"{what} {path} of model {self.name!r} is corrupted or was "
+                f"replaced: its sha256 is {digest}, the card expects {sha256}. "
+                f"Reinstall the package that provides the model{fallback}"
             )
+        return digest
 
     def test_tensors(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Return the card's test input, expected probabilities and

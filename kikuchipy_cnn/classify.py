@@ -751,10 +751,8 @@ def classify_structure(
         if not card.pooling_fitted:
             from kikuchipy_cnn.phases import POOL_TEMPERING, SPLIT_R2
 
-            pooling = card.data.get("pooling") or {}
-            defaults = [f"split bar {SPLIT_R2}"] if "split_r2" not in pooling else []
-            if not evidence and "tempering" not in pooling:
-                defaults.insert(0, f"tempering {POOL_TEMPERING}")
+            default = {"tempering": f"tempering {POOL_TEMPERING}", "split_r2": f"split bar {SPLIT_R2}"}
+            defaults = [default[k] for k in card.unfitted_pooling]
             warnings.warn(
                 f"Model {card.name!r} has no pooling settings fitted for it in its card: "
                 f"pool='phases' uses the defaults fitted for 'kcnn-resnet-s' ({', '.join(defaults)}), "

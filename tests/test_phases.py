@@ -654,6 +654,11 @@ def test_pooled_model_entries_of_a_card_are_validated(tmp_path, tiny_pooled_band
     with pytest.raises(ModelCardError, match=r"trained on pooled features 'bands-0-views-0'.*retrain"):
         card_with({**good, "version": "bands-0-views-0"})
     assert card_with({**good, "tempering": 0.5}).pooled_model == d / "pooled.onnx"
+    # what pool="phases" takes from the defaults: a pooled model makes tempering unused
+    assert card_with(good).unfitted_pooling == ("split_r2",)
+    assert card_with({**good, "split_r2": [0.4, 1.7]}).pooling_fitted
+    assert card_with({"tempering": 0.5}).unfitted_pooling == ("split_r2",)
+    assert ModelCard.from_file(tiny_card_path).unfitted_pooling == ("tempering", "split_r2")
     assert ModelCard.from_file(tiny_card_path).pooled_model is None
     pixel = tmp_path / "pixel"
     shutil.copytree(tiny_card_path.parent, pixel)

@@ -130,6 +130,30 @@ def train_epoch(model, opt, loss_fn, x, y, batch: int = 256) -> None:
         opt.step()
 
 
+class EarlyStopping:
+    """Keep the model state of the lowest validation loss; ``step`` says when
+    ``patience`` epochs have passed without improvement."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.state, self.wait, self.history = patience, np.inf, None, 0, []
+
+    def step(self, loss: float, model) -> bool:
+        """Record one epoch's validation loss; True when training should stop."""
+        self.history.append(loss)
+        if loss < self.best - 1e-4:
+            self.best, self.state, self.wait = loss, {k: v.clone() for k, v in model.state_dict().items()}, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def restore(self, model) -> None:
+        """Load the best state into ``model`` (an error if no loss was finite)."""
+        if self.state is None:
+            raise RuntimeError("the validation loss was never finite: no model to keep")
+        model.load_state_dict(self.state)
+        model.eval()
+
+
 def fit_temperature(logits, y) -> float:
     """The temperature (0.3-5, log grid) minimising the NLL of ``logits``."""
     import torch
@@ -172,27 +196,21 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     loss_fn = torch.nn.CrossEntropyLoss(weight=w)
-    best, best_state, wait, history = np.inf, None, 0, []
+    stop = EarlyStopping(patience)
     for ep in range(epochs):
         train_epoch(model, opt, loss_fn, xtr, ytr)
         sched.step()
         model.eval()
         with torch.no_grad():
             vl = float(torch.nn.functional.cross_entropy(model(xva), yva, weight=w))
-        history.append(vl)
-        if vl < best - 1e-4:
-            best, best_state, wait = vl, {k: v.clone() for k, v in model.state_dict().items()}, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stop.step(vl, model):
+            break
+    stop.restore(model)
     with torch.no_grad():
         logits_va = model(xva)
     # one temperature on validation (unweighted NLL: calibration on the natural mix)
     T = fit_temperature(logits_va, yva)
-    result = {"temperature": T, "epochs": len(history), "best_val_loss": best, "n_train": len(xtr),
+    result = {"temperature": T, "epochs": len(stop.history), "best_val_loss": stop.best, "n_train": len(xtr),
               "groups": list(groups),
               "n_val": len(xva), "feature_version": FEATURE_VERSION}
 
@@ -221,7 +239,7 @@ def train(train_paths, val_paths, test_paths, out_dir, hidden: int = 256, dropou
             te["label"] * nc + p.argmax(1), minlength=nc * nc).reshape(nc, nc).tolist()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": best_state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
+    torch.save({"state": stop.state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
                 "dropout": dropout, "n_in": int(xtr.shape[1]), "feature_version": FEATURE_VERSION,
                 "feature_names": feature_names()}, out_dir / "checkpoint.pt")
     (out_dir / "evaluation.json").write_text(json.dumps(result, indent=1))

@@ -36,6 +36,7 @@ import numpy as np
 from kikuchipy_cnn.features import MAX_VIEWS, POOLED_VERSION, pooled_feature_names, pooled_features
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training.band_model import (
+    EarlyStopping,
     _levels_accuracy,
     _mlp,
     export_mlp,
@@ -183,7 +184,7 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     loss_fn = torch.nn.CrossEntropyLoss()
     xv, yv = t(xva), torch.as_tensor(yva)
-    best, best_state, wait, history = np.inf, None, 0, []
+    stop = EarlyStopping(patience)
     # a fixed pool of training bags, redrawn in part every epoch
     xtr, ytr, _ = draw_bags(data, tr_ids, per_key(bags_per_structure), sizes, rng)
     for ep in range(epochs):
@@ -196,18 +197,10 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
         model.eval()
         with torch.no_grad():
             vl = float(torch.nn.functional.cross_entropy(model(xv), yv))
-        history.append(vl)
-        if vl < best - 1e-4:
-            best, best_state, wait = vl, {k: v.clone() for k, v in model.state_dict().items()}, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                break
-    if best_state is None:
-        raise RuntimeError("the validation loss was never finite: no model to keep")
-    model.load_state_dict(best_state)
-    model.eval()
-    best_epoch = int(np.argmin(history)) + 1
+        if stop.step(vl, model):
+            break
+    stop.restore(model)
+    best_epoch = int(np.argmin(stop.history)) + 1
     with torch.no_grad():
         logits_va = model(xv)
     T = fit_temperature(logits_va, yv)
@@ -219,8 +212,8 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
     nf = len(pooled_feature_names()) // 3
     baseline = _per_pattern_probs(baseline_model, test["features"][:, :nf]) if baseline_model else None
     result = {
-        "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(history), "best_epoch": best_epoch,
-        "best_val_loss": best, "hidden": hidden, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
+        "pooled_version": POOLED_VERSION, "temperature": T, "epochs": len(stop.history), "best_epoch": best_epoch,
+        "best_val_loss": stop.best, "hidden": hidden, "dropout": dropout, "lr": lr, "weight_decay": weight_decay,
         "n_train_structures": len({k.split(":", 1)[1] for k in tr_ids}),
         "n_val_structures": len({k.split(":", 1)[1] for k in va_ids}), "n_train_bag_keys": len(tr_ids),
         "n_test_structures": len(set(test["structure_id"].astype(str))), "baseline_model": baseline_model, "stack": stack,
@@ -232,7 +225,7 @@ def train(train_paths, test_paths, out_dir, hidden: int = 256, dropout: float = 
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": best_state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
+    torch.save({"state": stop.state, "mu": mu, "sd": sd, "temperature": T, "hidden": hidden,
                 "dropout": dropout, "n_in": int(len(mu)), "pooled_version": POOLED_VERSION, "stack": stack,
                 "feature_names": pooled_feature_names()}, out_dir / "checkpoint.pt")
     tmp = out_dir / "evaluation.tmp.json"
