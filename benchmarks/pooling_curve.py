@@ -66,6 +66,7 @@ def main(argv=None):
     from kikuchipy_cnn.symmetry import JOINT_CLASSES
     from kikuchipy_cnn.training.calibrate import expected_calibration_error
     from kikuchipy_cnn.training.evaluate import level_index, level_probabilities
+    from kikuchipy_cnn.training.pooling_fit import fit_tempering
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="kcnn-resnet-s")
@@ -82,14 +83,12 @@ def main(argv=None):
     classes = list(card.classes)
     col = np.array([JOINT_CLASSES.index(c) for c in classes])
 
-    # tempering fitted on the validation structures (pooled joint NLL, N = 3-30)
+    # tempering fitted on the validation structures (pooled joint NLL, N = 3-30;
+    # each pattern its own orientation, i.e. its own view)
     vp, vs, vl = _probabilities(card, "val", args.per_structure // 2, rng)
-    vpicks = [q for N in (3, 10, 30) for q in _draws(vs, N, 5, rng)]
-    vtrue = np.array([int(np.flatnonzero(col == vl[s])[0]) for s, _ in vpicks])
-    grid = np.round(np.arange(0, 1.001, 0.05), 2)
-    nll = [-np.log(np.clip(_pool(vp, vpicks, b)[np.arange(len(vtrue)), vtrue], 1e-12, 1)).mean()
-           for b in grid]
-    beta = float(grid[int(np.argmin(nll))])
+    beta, _ = fit_tempering({"probs": vp, "structure": vs, "grain": np.arange(len(vp)),
+                             "label": np.asarray(vl)[vs], "classes": np.asarray(classes)},
+                            rng, sizes=(3, 10, 30), draws=5)
 
     probs, sid, label = _probabilities(card, "test", args.per_structure, rng)
     print(f"{len(probs)} patterns of {len(np.unique(sid))} held-out structures; tempering "

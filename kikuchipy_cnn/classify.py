@@ -62,13 +62,19 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
 _SKETCH_RECIPE = Preprocessing()
 
 
+def sketch_preprocessing(card) -> Preprocessing:
+    """The preprocessing of the patterns that sketches and spectra are made
+    from, for discovering phases: a pixel model's own input, else
+    :data:`_SKETCH_RECIPE`."""
+    return card.preprocessing if card.input_kind == "pixels" else _SKETCH_RECIPE
+
+
 def _sketch_length(card) -> int:
     """Length of the pattern sketches of a model's patterns
     (:func:`kikuchipy_cnn.phases.sketch_length` of its preprocessed size)."""
     from kikuchipy_cnn.phases import sketch_length
 
-    return sketch_length(card.preprocessing.size if card.input_kind == "pixels"
-                         else _SKETCH_RECIPE.size)
+    return sketch_length(sketch_preprocessing(card).size)
 
 
 def sketch_columns(card) -> int:
@@ -140,7 +146,7 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
             out[good, out.shape[1] - nfeat :] = x[valid]
         if sketch:
             if card.input_kind == "bands":
-                x, _ = preprocess(patterns[good], _SKETCH_RECIPE, static_background)
+                x, _ = preprocess(patterns[good], sketch_preprocessing(card), static_background)
             else:
                 x = x[valid]
             first = len(card.classes) + 1

@@ -199,7 +199,7 @@ def build_pooled_crystal_map(
     ``discovery`` is a :class:`~kikuchipy_cnn.phases.PhaseDiscovery` of the
     patterns. Each discovered phase gets the argmax of its patterns' pooled
     probabilities (:func:`~kikuchipy_cnn.phases.pool_probabilities` with
-    ``tempering``), over the model's classes, or over the candidates'
+    ``tempering``, each grain one view: its patterns count once), over the model's classes, or over the candidates'
     classes (renormalised) with ``phase_list``; its patterns get phase id -1
     where the pooled top probability is below ``min_score``. Without
     candidates, phase ``i`` has id ``i`` and is named by its pooled class
@@ -224,7 +224,8 @@ def build_pooled_crystal_map(
     phases, ids, restricted, restricted_classes = _restrict(probs, card, phase_list)
     group = np.where(classified, discovery.phase, -1)
     if evidence is None:
-        labels_, pooled, counts = pool_probabilities(restricted, group, tempering=tempering)
+        labels_, pooled, counts = pool_probabilities(restricted, group, tempering=tempering,
+                                                     views=discovery.grain)
         method = "probabilities"
     else:
         labels_, pooled, counts = evidence

@@ -91,7 +91,7 @@ MAX_PHASES = 8
 
 
 def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL_CLIP,
-                       tempering: float = 0.0):
+                       tempering: float = 0.0, views: np.ndarray | None = None):
     """Pool per-pattern class probabilities within groups of patterns.
 
     Parameters
@@ -113,6 +113,12 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
         correlated, so the calibrated value lies in between
         (``benchmarks/pooling_curve.py`` fits it on validation structures).
         It never changes the pooled argmax.
+    views
+        ``(n,)`` view (grain) label per pattern, or None (each pattern its
+        own view). The patterns of one view show one orientation, so they
+        are one piece of evidence: their log-probabilities are averaged
+        first, and ``n`` above counts views, not patterns. Views are told
+        apart within a group only.
 
     Returns
     -------
@@ -136,6 +142,8 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
     [[0.692, 0.308], [0.2, 0.8]]
     >>> np.round(pool_probabilities(p, np.array([0, 0, 1]), tempering=1)[1], 3).tolist()
     [[0.6, 0.4], [0.2, 0.8]]
+    >>> np.round(pool_probabilities(p, np.array([0, 0, 1]), views=np.array([5, 5, 5]))[1], 3).tolist()
+    [[0.6, 0.4], [0.2, 0.8]]
     """
     probs = np.asarray(probs, dtype=np.float64)
     groups = np.asarray(groups)
@@ -147,14 +155,29 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
         raise ValueError(f"clip must lie in (0, 1), not {clip}")
     if not (np.isfinite(tempering) and tempering >= 0):
         raise ValueError(f"tempering must be a finite number >= 0, not {tempering}")
+    if views is not None:
+        views = np.asarray(views)
+        if views.shape != groups.shape:
+            raise ValueError(f"views must be (n,) = {groups.shape}, not {views.shape}")
     ok = np.isfinite(probs).all(axis=1) & (groups >= 0)
     labels, inverse = np.unique(groups[ok], return_inverse=True)
     logp = np.log(np.clip(probs[ok], clip, 1.0))
-    total = np.zeros((labels.size, probs.shape[1]))
-    np.add.at(total, inverse, logp)
     counts = np.bincount(inverse, minlength=labels.size)
+    if views is None:
+        total = np.zeros((labels.size, probs.shape[1]))
+        np.add.at(total, inverse, logp)
+        n_views = counts
+    else:  # mean per (group, view), then the sum over a group's views
+        pairs, pair_of = np.unique(np.column_stack([inverse, views[ok]]), axis=0, return_inverse=True)
+        pair_of = pair_of.ravel()
+        per_view = np.zeros((len(pairs), probs.shape[1]))
+        np.add.at(per_view, pair_of, logp)
+        per_view /= np.bincount(pair_of, minlength=len(pairs))[:, None]
+        total = np.zeros((labels.size, probs.shape[1]))
+        np.add.at(total, pairs[:, 0], per_view)
+        n_views = np.bincount(pairs[:, 0], minlength=labels.size)
     if tempering:
-        total /= np.maximum(counts, 1)[:, None] ** float(tempering)
+        total /= np.maximum(n_views, 1)[:, None] ** float(tempering)
     total -= total.max(axis=1, keepdims=True)
     pooled = np.exp(total)
     pooled /= pooled.sum(axis=1, keepdims=True)

@@ -40,6 +40,31 @@ def test_tempering_keeps_the_argmax_and_lowers_confidence():
     np.testing.assert_allclose(one[0], q / q.sum())
 
 
+def test_views_count_once_however_many_patterns_they_hold():
+    rng = np.random.default_rng(4)
+    p = _random_probs(rng, 6, 23)
+    g = np.array([0, 0, 0, 1, 1, 1])
+    views = np.arange(6)
+    for beta in (0.0, 0.6, 1.0):
+        _, ref, _ = pool_probabilities(p, g, tempering=beta, views=views)
+        np.testing.assert_allclose(ref, pool_probabilities(p, g, tempering=beta)[1], rtol=1e-9)
+        # pattern 0's grain grows to 50 patterns (the same verdict each): one view still
+        big = np.concatenate([p, np.repeat(p[:1], 49, axis=0)])
+        _, pooled, counts = pool_probabilities(big, np.concatenate([g, np.zeros(49, int)]), tempering=beta,
+                                               views=np.concatenate([views, np.zeros(49, int)]))
+        np.testing.assert_allclose(pooled, ref, rtol=1e-9)
+        assert counts.tolist() == [52, 3]  # patterns, not views
+        # without views the big grain dominates its group
+        _, plain, _ = pool_probabilities(big, np.concatenate([g, np.zeros(49, int)]), tempering=beta)
+        assert not np.allclose(plain[0], ref[0])
+    # a view's patterns are averaged in log space; view labels are per group
+    q = np.array([[0.8, 0.2], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
+    _, pooled, _ = pool_probabilities(q, np.array([0, 0, 0, 1]), views=np.array([7, 7, 3, 7]))
+    np.testing.assert_allclose(pooled, [[0.5, 0.5], [0.9, 0.1]])
+    with pytest.raises(ValueError, match="views"):
+        pool_probabilities(q, np.zeros(4, int), views=np.zeros(3, int))
+
+
 def test_unusable_and_unclassified_patterns_are_left_out():
     p = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8], [0.5, 0.5]])
     labels, pooled, counts = pool_probabilities(p, np.array([0, 0, -1, 1]))
