@@ -357,11 +357,14 @@ def test_two_phase_scan_gives_two_pooled_phases_and_lazy_equals_eager(render):
     found = xmap.prop["phase_index"]
     assert _agreement(found, true) >= 0.95
     np.testing.assert_array_equal(xmap.phase_id, found)
-    # one class per phase, pooled from all its patterns with the card's beta
+    # one class per phase, pooled from all its grains with the card's beta
     probs, classes = kikuchipy_cnn.probabilities(xmap)
+    grain = xmap.prop["grain_index"]
+    assert pp.n_grains.sum() == len(np.unique(grain)) < 144
     for i in range(2):
-        _, pooled, _ = pool_probabilities(probs[found == i], np.zeros(int(np.sum(found == i)), int),
-                                          tempering=0.75)
+        sel = found == i
+        _, pooled, _ = pool_probabilities(probs[sel], np.zeros(int(sel.sum()), int), tempering=0.75,
+                                          views=grain[sel])
         np.testing.assert_allclose(pp.probabilities[i], pooled[0], rtol=1e-5)
         assert xmap.phases[i].name == classes[int(pooled.argmax())]
         np.testing.assert_allclose(xmap.prop["pooled_score"][found == i], pooled.max(), rtol=1e-5)
