@@ -109,7 +109,7 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
-                    per_pattern=None, wavelength=None, sketch=False, features=False):
+                    per_pattern=None, wavelength=None, sketch=False, features=False, cells=False):
     """Per-chunk work: preprocessing (pixels) or band features (bands) → ONNX
     Runtime → probabilities.
 
@@ -119,8 +119,11 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     (:func:`kikuchipy_cnn.phases.pattern_spectra` and
     :func:`~kikuchipy_cnn.phases.pattern_sketches` of the preprocessed
     pattern, for discovering phases; 0 where not classified); with
-    ``features=True`` (band models) followed by each pattern's band features
-    (for pooling the evidence of a phase; NaN where not classified).
+    ``cells=True`` (band models) followed by each pattern's lattice rebuilt
+    from its band directions (9 values: the Niggli cell, rows the basis
+    vectors; NaN where none or not classified); with ``features=True`` (band
+    models) followed by each pattern's band features (for pooling the
+    evidence of a phase; NaN where not classified).
     """
     from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches, pattern_spectra
 
@@ -128,13 +131,14 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     n = patterns.shape[0]
     ncol = sketch_columns(card) if sketch else 0
     nfeat = card.input_shape[1] if features else 0
-    out = np.full((n, len(card.classes) + 1 + ncol + nfeat), np.nan, dtype=np.float32)
+    ncell = 9 if cells else 0
+    out = np.full((n, len(card.classes) + 1 + ncol + ncell + nfeat), np.nan, dtype=np.float32)
     out[:, len(card.classes) : len(card.classes) + 1 + ncol] = 0
     keep = np.flatnonzero(~excluded)
     if keep.size == 0:
         return out
     if card.input_kind == "bands":
-        x, valid = _band_input(patterns[keep], per_pattern[keep], wavelength, card, static_background)
+        x, valid, cell = _band_input(patterns[keep], per_pattern[keep], wavelength, card, static_background)
     else:
         x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
     session = get_session(card, providers)
@@ -144,6 +148,9 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
         out[good, : len(card.classes)] = probs
         if nfeat:
             out[good, out.shape[1] - nfeat :] = x[valid]
+        if ncell:
+            first = len(card.classes) + 1 + ncol
+            out[good, first : first + ncell] = cell[valid].reshape(-1, ncell)
         if sketch:
             if card.input_kind == "bands":
                 x, _ = preprocess(patterns[good], sketch_preprocessing(card), static_background)
@@ -179,15 +186,20 @@ def band_sets(patterns, pcs, card, static_background):
 
 
 def _band_input(patterns, pcs, wavelength, card, static_background):
-    """Band features of patterns (:func:`band_sets`) and which patterns are
-    usable (finite, not constant)."""
+    """Band features of patterns (:func:`band_sets`), which patterns are
+    usable (finite, not constant) and each pattern's lattice rebuilt from its
+    band directions (``(n, 3, 3)``, NaN where none: ``band_features(cells=)``,
+    same pass)."""
     from kikuchipy_cnn.features import band_features
 
     bands, valid, angles = band_sets(patterns, pcs, card, static_background)
     feats = np.zeros((len(valid), card.input_shape[1]), dtype=np.float32)
+    cells = np.full((len(valid), 3, 3), np.nan)
     if bands is not None:
-        feats[valid] = band_features(bands, wavelength, angles)
-    return feats, valid
+        found = np.full((int(valid.sum()), 3, 3), np.nan)
+        feats[valid] = band_features(bands, wavelength, angles, cells=found)
+        cells[valid] = found
+    return feats, valid, cells
 
 
 #: kikuchipy's pattern centre when none is known (Bruker convention)
@@ -729,10 +741,13 @@ def classify_structure(
     if evidence:
         card.verify_pooled_model()  # before the work, not after it
     n_features = card.input_shape[1] if evidence else 0
+    n_cell = 9 if card.input_kind == "bands" else 0  # each pattern's rebuilt lattice
+    n_sketch = sketch_columns(card) if pooling else 0
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
-        (len(card.classes) + 3 + (sketch_columns(card) if pooling else 0) + n_features,),
+        (len(card.classes) + 3 + n_sketch + n_cell + n_features,),
         check=bool(check), sketch=pooling, **geometry, **({"features": True} if evidence else {}),
+        **({"cells": True} if n_cell else {}),
     )
     out = compute(lazy_out, show_progressbar)
     dt = time.perf_counter() - t0
@@ -748,6 +763,11 @@ def classify_structure(
             stacklevel=2,
         )
     classified = np.isfinite(probs).all(axis=1)
+    cells = None
+    if n_cell:
+        first = n_classes + 1 + n_sketch
+        cells = np.asarray(out[:, first : first + n_cell], dtype=np.float64).reshape(-1, 3, 3)
+        cells[~classified] = np.nan
     if verbose:
         print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
     if pooling and classified.sum() >= 2:
@@ -781,6 +801,7 @@ def classify_structure(
         xmap = build_pooled_crystal_map(
             probs, classified, discovery, card, nav_shape, step_sizes, scan_unit,
             float(min_score), mask, phase_list, tempering=card.pool_tempering, evidence=pooled,
+            cells=cells,
         )
         if verbose:
             print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s))\n"
@@ -790,6 +811,10 @@ def classify_structure(
             probs, classified, card, nav_shape, step_sizes, scan_unit, float(min_score), mask,
             phase_list,
         )
+    if cells is not None:
+        from kikuchipy_cnn.crystal_map import add_cell_props
+
+        add_cell_props(xmap, cells)
     xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
     xmap.prop["kikuchi_probability"] = check_out[xmap.is_in_data, 1]
     if check:

@@ -186,9 +186,15 @@ def build_pooled_crystal_map(
     phase_list: PhaseList | None = None,
     tempering: float = 0.0,
     evidence: tuple | None = None,
+    cells: np.ndarray | None = None,
 ) -> CrystalMap:
     """Build the phase map of discovered phases, each with one class pooled
     from all its patterns (``classify_structure(pool="phases")``).
+
+    ``cells``, if given (band models), is ``(n, 3, 3)`` each pattern's
+    lattice rebuilt from its band directions: each phase then gets the
+    consensus reduced-cell shape of its grains
+    (:func:`~kikuchipy_cnn.phases.phase_cells`) in ``xmap.pooled_phases``.
 
     ``evidence``, if given, is ``(labels, pooled, counts)`` of
     :func:`~kikuchipy_cnn.phases.pool_evidence` over the model's classes
@@ -274,12 +280,43 @@ def build_pooled_crystal_map(
     prop["pooled_score"] = np.where(row >= 0, pscore[np.maximum(row, 0)], np.nan).astype(np.float32)
     xmap = _make_map(phase_id, phases, prop, nav_shape, step_sizes, scan_unit, navigation_mask)
     grains = np.array([len(np.unique(discovery.grain[group == g])) for g in labels_])
+    shape = support = None
+    if cells is not None:
+        from kikuchipy_cnn.phases import phase_cells
+
+        cell_labels, shape, support = phase_cells(cells, group, discovery.grain)
+        if not np.array_equal(cell_labels, labels_):
+            raise RuntimeError("phase cells and pooled phases disagree on the phases")
     xmap.pooled_phases = PooledPhases(
         names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
         probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
-        tempering=float(tempering), method=method,
+        tempering=float(tempering), method=method, cells=shape, cell_support=support,
     )
     return xmap
+
+
+#: Per-pattern properties of the reduced cell rebuilt from a pattern's band
+#: directions (band models; :func:`add_cell_props`)
+CELL_PROPS = ("cell_b_over_a", "cell_c_over_a", "cell_alpha", "cell_beta", "cell_gamma")
+
+
+def add_cell_props(xmap: CrystalMap, cells: np.ndarray) -> None:
+    """Add each pattern's reduced-cell shape to a map as properties
+    :data:`CELL_PROPS`: b/a, c/a and the angles (degrees) of the Niggli cell
+    (a <= b <= c) of the lattice rebuilt from its band directions; NaN where
+    no lattice was found or the pattern was not classified.
+
+    ``cells`` is ``(n, 3, 3)`` over all navigation points (numpy order).
+    """
+    from kikuchipy_cnn.lattice import cell_parameters
+
+    cells = np.asarray(cells, dtype=np.float64)
+    out = np.full((len(cells), 5), np.nan)
+    for i in np.flatnonzero(np.isfinite(cells).all(axis=(1, 2))):
+        p = cell_parameters(cells[i])
+        out[i] = [p[1] / p[0], p[2] / p[0], *p[3:]]
+    for j, name in enumerate(CELL_PROPS):
+        xmap.prop[name] = out[xmap.is_in_data, j].astype(np.float32)
 
 
 def candidate_columns(

@@ -154,8 +154,10 @@ def _lattice_block(fit, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: float,
-                     sigma_length: float | None = None) -> np.ndarray:
-    """Feature vector of one pattern's valid bands (see :func:`band_features`)."""
+                     sigma_length: float | None = None, cell: np.ndarray | None = None) -> np.ndarray:
+    """Feature vector of one pattern's valid bands (see :func:`band_features`);
+    ``cell``, a ``(3, 3)`` array if given, receives the Niggli cell of the
+    lattice rebuilt from the band directions (NaN when none)."""
     normals = np.asarray(normals, np.float64)
     widths = np.asarray(widths, np.float64)
     strength = np.asarray(strength, np.float64)
@@ -165,6 +167,8 @@ def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: 
     if len(normals):
         fit = reconstruct_lattice(normals, widths, strength, wavelength, sigma_length=sigma_length)
         fit_dir = reconstruct_lattice(normals, widths, strength, wavelength, use_widths=False)
+    if cell is not None:
+        cell[...] = np.nan if fit_dir is None else fit_dir.direct
     ladder, cand, fitf = _lattice_block(fit, max(len(normals), 1))
     dladder, dcand, dfit = _lattice_block(fit_dir, max(len(normals), 1))
     dfit = np.delete(dfit, 3)  # no length residual without widths
@@ -174,7 +178,7 @@ def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: 
                            geom, tail]).astype(np.float32)
 
 
-def band_features(bands, wavelength, pixel_angle) -> np.ndarray:
+def band_features(bands, wavelength, pixel_angle, cells: np.ndarray | None = None) -> np.ndarray:
     """Feature vectors ``(n, F)`` float32 of patterns' bands.
 
     Parameters
@@ -186,14 +190,22 @@ def band_features(bands, wavelength, pixel_angle) -> np.ndarray:
     pixel_angle
         Angular size of a pixel near the pattern centre (rad): ``1 / (PCz *
         rows)``; scalar or ``(n,)``.
+    cells
+        ``(n, 3, 3)`` float array or None: if given, receives each pattern's
+        lattice rebuilt from its band directions alone (Niggli cell, rows the
+        basis vectors; its scale is arbitrary, its shape is not; NaN where
+        none was found), made in the same pass as the features.
     """
     n = bands.normals.shape[0]
+    if cells is not None and np.shape(cells) != (n, 3, 3):
+        raise ValueError(f"cells must be ({n}, 3, 3), not {np.shape(cells)}")
     lam = np.broadcast_to(np.asarray(wavelength, np.float64), (n,))
     pa = np.broadcast_to(np.asarray(pixel_angle, np.float64), (n,))
     out = np.empty((n, len(feature_names())), np.float32)
     for i in range(n):
         v = bands.valid[i]
-        out[i] = pattern_features(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], lam[i], pa[i])
+        out[i] = pattern_features(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], lam[i], pa[i],
+                                  cell=None if cells is None else cells[i])
     return out
 
 

@@ -41,8 +41,12 @@ __all__ = [
     "METRIC_TOLERANCES",
     "MAX_RATIO",
     "RATIO_BIN",
+    "CELL_AGREEMENT",
+    "FINGERPRINT_VECTORS",
     "candidate_bases",
+    "cell_fingerprint",
     "cell_parameters",
+    "consensus_cell",
     "direction_bases",
     "generated_sublattice",
     "index_bands",
@@ -107,6 +111,96 @@ def cell_parameters(basis: np.ndarray) -> np.ndarray:
         return np.degrees(np.arccos(np.clip(a[i] @ a[j] / (L[i] * L[j]), -1, 1)))
 
     return np.array([L[0], L[1], L[2], ang(1, 2), ang(0, 2), ang(0, 1)])
+
+
+#: Lattice vectors (one of each ±v pair) in :func:`cell_fingerprint`
+FINGERPRINT_VECTORS = 12
+
+#: Two lattices have one shape when their fingerprints agree to this
+#: (largest ``|log|`` ratio of corresponding entries; :func:`consensus_cell`)
+CELL_AGREEMENT = 0.05
+
+_FP_RANGE = 4  # coefficients -4..4 reach the shortest vectors of reduced cells
+
+
+def _half_space_coefficients(m: int) -> np.ndarray:
+    c = np.stack(np.meshgrid(*[np.arange(-m, m + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    first = np.where(c[:, 0] != 0, c[:, 0], np.where(c[:, 1] != 0, c[:, 1], c[:, 2]))
+    return c[first > 0]  # one of each ±v pair, no zero vector
+
+
+_FP_COEFF = _half_space_coefficients(_FP_RANGE)
+
+
+def cell_fingerprint(direct: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.ndarray:
+    """Basis-free, scale-free shape of a lattice: the lengths of its ``n``
+    shortest vectors (one of each ±v pair), divided by the shortest.
+
+    Any two (reduced) bases of one lattice give the same fingerprint, e.g. the
+    fcc primitive cells with angles 60, 60, 60 and 90, 120, 120 degrees, so
+    cells from different patterns of one phase can be compared.
+
+    Parameters
+    ----------
+    direct
+        ``(3, 3)`` cell, rows the basis vectors (reduced: the shortest vectors
+        have coefficients within ±4).
+
+    Returns
+    -------
+    np.ndarray
+        ``(n,)`` ascending, the first entry 1.
+    """
+    a = np.asarray(direct, dtype=np.float64)
+    if a.shape != (3, 3) or not np.isfinite(a).all() or abs(np.linalg.det(a)) < 1e-12:
+        raise ValueError(f"direct must be a finite non-degenerate (3, 3) cell, not {a!r}")
+    length = np.sort(np.linalg.norm(_FP_COEFF @ a, axis=1))[:n]
+    return length / length[0]
+
+
+def consensus_cell(cells: np.ndarray, weights: np.ndarray | None = None,
+                   tolerance: float = CELL_AGREEMENT) -> tuple[int, float]:
+    """The cell most of a set of cells agree with (e.g. the reduced cells of
+    the patterns of one phase).
+
+    Each cell's *support* is the summed weight of the cells whose
+    :func:`cell_fingerprint` agrees with its own to ``tolerance`` (largest
+    ``|log|`` ratio); the consensus is the cell with the most support (ties:
+    the smallest weighted sum of fingerprint distances), i.e. a weighted
+    medoid. Cells are compared by shape only, not size.
+
+    Parameters
+    ----------
+    cells
+        ``(n, 3, 3)`` cells (rows basis vectors); rows with non-finite entries
+        are left out.
+    weights
+        ``(n,)`` non-negative weights (e.g. ``1 / patterns in the grain``, so
+        each grain counts once); default 1.
+    tolerance
+        Agreement of fingerprints.
+
+    Returns
+    -------
+    index, support
+        Index into ``cells`` of the consensus cell (-1 when no cell is
+        finite) and its support as a fraction of the total weight of the
+        finite cells.
+    """
+    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
+    w = np.ones(len(cells)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(cells),) or (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"weights must be (n,) = ({len(cells)},) finite and >= 0")
+    ok = np.flatnonzero(np.isfinite(cells).all(axis=(1, 2)) & (np.abs(np.linalg.det(
+        np.nan_to_num(cells))) > 1e-12))
+    if ok.size == 0 or w[ok].sum() <= 0:
+        return -1, 0.0
+    fp = np.log(np.array([cell_fingerprint(c) for c in cells[ok]]))
+    dist = np.abs(fp[:, None, :] - fp[None, :, :]).max(axis=2)
+    support = (dist <= tolerance) @ w[ok]
+    spread = dist @ w[ok]
+    best = np.lexsort((spread, -support))[0]
+    return int(ok[best]), float(support[best] / w[ok].sum())
 
 
 @contextmanager

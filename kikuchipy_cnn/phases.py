@@ -32,6 +32,7 @@ __all__ = [
     "grains_from_sketches",
     "pattern_sketches",
     "pattern_spectra",
+    "phase_cells",
     "pool_evidence",
     "pool_probabilities",
     "sketch_length",
@@ -182,6 +183,58 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
     pooled = np.exp(total)
     pooled /= pooled.sum(axis=1, keepdims=True)
     return labels, pooled, counts
+
+
+def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
+    """The reduced-cell shape of each group of patterns (e.g. a discovered
+    phase): the :func:`~kikuchipy_cnn.lattice.consensus_cell` of its
+    patterns' cells, each view (grain) weighing one in all.
+
+    Parameters
+    ----------
+    cells
+        ``(n, 3, 3)`` each pattern's cell (rows the basis vectors; NaN where
+        none), e.g. the lattices rebuilt from band directions
+        (:func:`kikuchipy_cnn.features.band_features` ``cells=``).
+    groups
+        ``(n,)`` group per pattern; negative: left out.
+    views
+        ``(n,)`` view (grain) per pattern.
+
+    Returns
+    -------
+    labels
+        ``(g,)`` sorted group labels (every non-negative one).
+    shape
+        ``(g, 6)``: ``(1, b/a, c/a, alpha, beta, gamma)`` of the consensus
+        Niggli cell (a <= b <= c; degrees), NaN where no pattern of the group
+        has a cell. The scale is not determined (band directions alone).
+    support
+        ``(g,)`` fraction of the group's views (weighted by their patterns
+        with a cell) whose cells have the consensus shape
+        (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`); 0 where none.
+    """
+    from kikuchipy_cnn.lattice import cell_parameters, consensus_cell
+
+    cells = np.asarray(cells, dtype=np.float64)
+    groups, views = np.asarray(groups), np.asarray(views)
+    if cells.shape != (len(groups), 3, 3) or views.shape != groups.shape:
+        raise ValueError(f"cells must be (n, 3, 3) and groups, views (n,), not {cells.shape}, "
+                         f"{groups.shape}, {views.shape}")
+    labels = np.unique(groups[groups >= 0])
+    shape = np.full((labels.size, 6), np.nan)
+    support = np.zeros(labels.size)
+    has = np.isfinite(cells).all(axis=(1, 2))
+    for k, g in enumerate(labels):
+        rows = np.flatnonzero((groups == g) & has)
+        if rows.size == 0:
+            continue
+        _, inv, count = np.unique(views[rows], return_inverse=True, return_counts=True)
+        best, support[k] = consensus_cell(cells[rows], 1.0 / count[inv.ravel()])
+        if best >= 0:
+            p = cell_parameters(cells[rows[best]])
+            shape[k] = [1.0, p[1] / p[0], p[2] / p[0], *p[3:]]
+    return labels, shape, support
 
 
 def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, model_path,
@@ -617,6 +670,12 @@ class PooledPhases:
         ``"probabilities"``: the patterns' probabilities were pooled
         (:func:`pool_probabilities`); ``"evidence"``: their band features,
         by the card's pooled model (:func:`pool_evidence`).
+    cells, cell_support
+        Band models only (else None): ``(n_phases, 6)`` reduced-cell shape
+        ``(1, b/a, c/a, alpha, beta, gamma)`` of each phase from the lattices
+        rebuilt from its patterns' band directions, and the share of its
+        grains that agree with it (:func:`phase_cells`). A metric, not a
+        symmetry: the class is the pooled one.
     """
 
     names: list
@@ -628,12 +687,22 @@ class PooledPhases:
     n_grains: np.ndarray
     tempering: float
     method: str = "probabilities"
+    cells: np.ndarray | None = None
+    cell_support: np.ndarray | None = None
 
     def __repr__(self) -> str:
-        rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"]
+        has_cells = self.cells is not None
+        rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"
+                + ("  reduced cell a:b:c, alpha beta gamma (share of grains)" if has_cells else "")]
         for i, name in enumerate(self.names):
+            cell = ""
+            if has_cells:
+                c = self.cells[i]
+                cell = ("  none" if not np.isfinite(c).all() else
+                        f"  1:{c[1]:.2f}:{c[2]:.2f}, {c[3]:.1f} {c[4]:.1f} {c[5]:.1f} "
+                        f"({float(self.cell_support[i]):.0%})")
             rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
-                        f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}")
+                        f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}{cell}")
         if self.method == "evidence":
             rows.append("(pooled from the band evidence of each phase's grains)")
         return "\n".join(rows)

@@ -187,3 +187,70 @@ def test_pc_check_is_silent_on_kikuchipy_ni(ni, tiny_band_card_path):
         warnings.simplefilter("error", RuntimeWarning)
         xmap = ni.classify_structure(model=card, verbose=0, min_score=0, pc="check", pool="none")
     assert abs(xmap.pc_estimate.pc - ni.detector.pc.reshape(-1, 3).mean(0)).max() < 0.015
+
+
+def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_settings(ni):
+    # the card's fitted pooling settings are used (no warning), and the nine Ni
+    # patterns (seven grains) pool into one phase of the right class
+    from pathlib import Path
+
+    card = ModelCard.from_file(Path(__file__).resolve().parent.parent / "models" / "kcnn-bands-mlp" / "card.yaml")
+    assert card.pooling_fitted and card.pool_tempering == 0.7
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xmap = ni.classify_structure(model="kcnn-bands-mlp", verbose=0, show_progressbar=False, min_score=0)
+    assert not [w for w in caught if "pooling" in str(w.message)]
+    pp = xmap.pooled_phases
+    assert pp.names == ["cF m-3m"] and pp.n_patterns.tolist() == [9] and pp.tempering == 0.7
+    assert (xmap.phase_id == 0).all()
+
+
+def test_each_pattern_and_each_phase_get_the_reduced_cell_of_its_band_directions(ni, tiny_band_card_path):
+    from kikuchipy_cnn.crystal_map import CELL_PROPS
+    from kikuchipy_cnn.lattice import cell_parameters
+    from kikuchipy_cnn.phases import phase_cells
+
+    card = ModelCard.from_file(tiny_band_card_path)
+    kw = dict(model=card, verbose=0, min_score=0, show_progressbar=False)
+    xmap = ni.classify_structure(pool="none", **kw)
+    # by hand: the same bands, the lattice rebuilt from their directions
+    x = ni.data.reshape(9, 60, 60).astype(np.float32)
+    bg = ni.static_background.astype(np.float32)
+    x = x / np.maximum(bg / bg.mean(), 0.01)
+    pcs = ni.detector.pc.reshape(-1, 3)
+    cells = np.zeros((9, 3, 3))
+    band_features(detect_bands(x, pcs, n_bands=16), electron_wavelength(20), 1 / (pcs[:, 2] * 60), cells=cells)
+    want = np.full((9, 5), np.nan)
+    for i in range(9):
+        if np.isfinite(cells[i]).all():
+            p = cell_parameters(cells[i])
+            want[i] = [p[1] / p[0], p[2] / p[0], *p[3:]]
+    assert np.isfinite(want).all(axis=1).sum() >= 5
+    got = np.column_stack([xmap.prop[name] for name in CELL_PROPS])
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert (got[np.isfinite(got[:, 0]), 0] >= 1).all()  # a <= b <= c
+    lazy = ni.as_lazy().classify_structure(pool="none", **kw)
+    np.testing.assert_allclose(np.column_stack([lazy.prop[n] for n in CELL_PROPS]), got, rtol=1e-6)
+    # pooled: each phase the consensus of its grains, each grain counting once
+    pooled = ni.classify_structure(pool="phases", **kw)
+    pp = pooled.pooled_phases
+    assert pp.cells.shape == (len(pp.names), 6) and ((0 < pp.cell_support) & (pp.cell_support <= 1)).all()
+    _, shape, support = phase_cells(cells, pooled.prop["phase_index"], pooled.prop["grain_index"])
+    np.testing.assert_allclose(pp.cells, shape, rtol=1e-4)
+    np.testing.assert_allclose(pp.cell_support, support)
+    assert "reduced cell a:b:c" in repr(pp)
+    np.testing.assert_allclose(np.column_stack([pooled.prop[n] for n in CELL_PROPS]), got, rtol=1e-6)
+    # a masked pattern has no cell, and is in no phase's consensus
+    mask = np.zeros((3, 3), bool)
+    mask[0, 0] = True
+    masked = ni.classify_structure(pool="none", navigation_mask=mask, **kw)
+    np.testing.assert_allclose(np.column_stack([masked.prop[n] for n in CELL_PROPS]), got[1:], rtol=1e-6)
+
+
+def test_pixel_models_carry_no_cells(ni, tiny_card_path):
+    from kikuchipy_cnn.crystal_map import CELL_PROPS
+
+    card = ModelCard.from_file(tiny_card_path)
+    xmap = ni.classify_structure(model=card, verbose=0, min_score=0, show_progressbar=False)
+    assert xmap.pooled_phases.cells is None and not set(CELL_PROPS) & set(xmap.prop)
+    assert "reduced cell" not in repr(xmap.pooled_phases)

@@ -4,6 +4,7 @@ lattice the bands come from."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kikuchipy_cnn.bands import BandSet
 from kikuchipy_cnn.features import FEATURE_VERSION, band_features, feature_names, pattern_features
@@ -76,3 +77,23 @@ def test_pooled_features_count_each_view_once_and_summarise_the_views():
         pooled_features(f[0])
     with pytest.raises(ValueError, match="views must be"):
         pooled_features(f, views=[0, 1])
+
+
+def test_band_features_hand_out_the_direction_lattice_of_the_same_pass():
+    from kikuchipy_cnn.lattice import cell_fingerprint, reconstruct_lattice
+
+    rng = np.random.default_rng(4)
+    n, w, d = band_set("cF", rng, n_bands=18)
+    bs = _bandset(n, w, d)
+    cells = np.zeros((1, 3, 3))
+    f = band_features(bs, LAMBDA, np.radians(0.3), cells=cells)
+    np.testing.assert_array_equal(f, band_features(bs, LAMBDA, np.radians(0.3)))  # features unchanged
+    fit = reconstruct_lattice(n, w, d, LAMBDA, use_widths=False)
+    np.testing.assert_allclose(cells[0], fit.direct)
+    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    np.testing.assert_allclose(cell_fingerprint(cells[0]), cell_fingerprint(fcc), rtol=1e-3)
+    none = np.zeros((1, 3, 3))
+    band_features(_bandset(n[:2], w[:2], d[:2]), LAMBDA, np.radians(0.3), cells=none)
+    assert np.isnan(none).all()  # too few bands: no lattice
+    with pytest.raises(ValueError, match="cells"):
+        band_features(bs, LAMBDA, np.radians(0.3), cells=np.zeros((2, 3, 3)))

@@ -238,3 +238,45 @@ def test_lattice_work_leaves_the_environment_alone():
     n, w, d = band_set("oP", rng, n_bands=14)
     reconstruct_lattice(n, w, d, LAMBDA)
     assert os.environ.get("SPGLIB_WARNING") == before
+
+
+def test_cell_fingerprint_is_one_lattice_whatever_the_basis_and_scale():
+    from kikuchipy_cnn.lattice import cell_fingerprint
+
+    a = 3.52
+    fcc60 = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * a  # 60, 60, 60
+    fcc90 = np.array([[0.5, 0.5, 0], [-0.5, 0.5, 0], [0, 0.5, 0.5]]) * a  # 90, 120, 120 (or 60, 60, 90)
+    other = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 1]]) @ fcc60  # unimodular: the same lattice
+    f = cell_fingerprint(fcc60)
+    np.testing.assert_allclose(f, cell_fingerprint(fcc90), rtol=1e-12)
+    np.testing.assert_allclose(f, cell_fingerprint(niggli_cell(other)), rtol=1e-12)
+    np.testing.assert_allclose(f, cell_fingerprint(2.7 * fcc60), rtol=1e-12)  # scale-free
+    np.testing.assert_allclose(f[:9], [1] * 6 + [np.sqrt(2)] * 3, rtol=1e-12)  # 12 + 6 neighbours
+    bcc = np.array([[-0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.5, 0.5, -0.5]]) * 2.87
+    assert np.abs(np.log(cell_fingerprint(bcc) / f)).max() > 0.1
+    with pytest.raises(ValueError, match="non-degenerate"):
+        cell_fingerprint(np.ones((3, 3)))
+
+
+def test_consensus_cell_is_the_weighted_medoid_of_agreeing_shapes():
+    from kikuchipy_cnn.lattice import CELL_AGREEMENT, consensus_cell
+
+    rng = np.random.default_rng(3)
+    fcc = direct_basis(2.49, 2.49, 2.49, 60, 60, 60)
+    hexa = direct_basis(3.21, 3.21, 5.21, 90, 90, 120)
+
+    def noisy(c, s=0.004):
+        return c * np.exp(rng.normal(0, s, (3, 1)))
+
+    cells = np.array([noisy(fcc) for _ in range(4)] + [noisy(hexa) for _ in range(3)] + [np.full((3, 3), np.nan)])
+    i, support = consensus_cell(cells)
+    assert i < 4 and support == pytest.approx(4 / 7)
+    # weights: the three hexagonal cells are three grains, the fcc cells one grain of four
+    i, support = consensus_cell(cells, np.array([0.25] * 4 + [1.0] * 3 + [1.0]))
+    assert 4 <= i < 7 and support == pytest.approx(3 / 4)
+    assert consensus_cell(np.full((2, 3, 3), np.nan)) == (-1, 0.0)
+    with pytest.raises(ValueError, match="weights"):
+        consensus_cell(cells, -np.ones(len(cells)))
+    # a cell 2 x the tolerance away in shape does not agree
+    stretched = fcc * np.array([[1.0], [1.0], [np.exp(2 * CELL_AGREEMENT)]])
+    assert consensus_cell(np.array([fcc, stretched]))[1] == pytest.approx(0.5)

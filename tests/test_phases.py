@@ -806,3 +806,22 @@ def test_pooled_evidence_with_candidates_masks_and_no_usable_pattern(tiny_pooled
     f = np.zeros((3, len(feature_names())), np.float32)
     labels, pooled, counts = pool_evidence(f, np.full(3, -1), np.arange(3), card.pooled_model, card.pooled_sha256)
     assert labels.size == 0 and pooled.shape == (0, 23) and counts.size == 0
+
+
+def test_phase_cells_weigh_each_grain_once():
+    from kikuchipy_cnn.phases import phase_cells
+
+    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * 3.52
+    hexa = np.array([[3.21, 0, 0], [-1.605, 2.78, 0], [0, 0, 5.21]])
+    nan = np.full((3, 3), np.nan)
+    # phase 0: one big grain of hexagonal cells, two small grains of fcc; phase 1: no cell; -1 left out
+    cells = np.array([hexa] * 5 + [fcc, fcc * 1.3] + [nan, nan] + [hexa])
+    groups = np.array([0] * 7 + [1, 1] + [-1])
+    views = np.array([0] * 5 + [1, 2] + [3, 3] + [4])
+    labels, shape, support = phase_cells(cells, groups, views)
+    assert labels.tolist() == [0, 1]
+    np.testing.assert_allclose(shape[0], [1, 1, 1, 60, 60, 60], atol=1e-6)  # 2 grains of 3 beat 1
+    assert support[0] == pytest.approx(2 / 3)
+    assert np.isnan(shape[1]).all() and support[1] == 0
+    with pytest.raises(ValueError, match="cells"):
+        phase_cells(cells[:3], groups, views)
