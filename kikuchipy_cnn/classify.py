@@ -674,6 +674,15 @@ def classify_structure(
         on this object only, like ``pc_estimate``) holds each discovered
         phase's name, map id, pooled probabilities over ``classes``, pooled
         score, numbers of patterns and grains, and the tempering.
+
+        Band models add each pattern's reduced-cell shape, rebuilt from its
+        band directions (``"cell_b_over_a"``, ``"cell_c_over_a"``,
+        ``"cell_alpha"``, ``"cell_beta"``, ``"cell_gamma"``: the Niggli cell,
+        a <= b <= c, degrees; NaN where none was found), and with
+        ``pool="phases"`` each phase's consensus cell shape and the share of
+        its grains that agree (``xmap.pooled_phases.cells``,
+        ``cell_support``; :func:`~kikuchipy_cnn.phases.phase_cells`). Shape
+        only: the directions do not give the scale.
     saliency
         Heatmaps, returned if ``return_saliency=True``.
 

@@ -162,6 +162,26 @@ def test_method_is_attached_and_not_overwriting(monkeypatch):
     assert EBSD.classify_structure is sentinel
 
 
+def test_warnings_of_the_signal_methods_point_at_the_callers_line(ni, tiny_model):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ni.classify_structure(model=tiny_model, verbose=0, show_progressbar=False)  # pooling defaults: warns
+    assert caught and {w.filename for w in caught} == {__file__}
+    assert any("no pooling settings" in str(w.message) for w in caught)
+    # the user's filters still apply, once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=".*no pooling settings")
+        ni.classify_structure(model=tiny_model, verbose=0, show_progressbar=False)
+    assert not [w for w in caught if "no pooling settings" in str(w.message)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="no pooling settings"):
+            ni.classify_structure(model=tiny_model, verbose=0, show_progressbar=False)
+
+
 def test_lazy_chunks_stream(tiny_model):
     """A lazy scan larger than one chunk is classified chunk by chunk."""
     data = da.random.random((40, 50, 60, 60), chunks=(10, 50, 60, 60)).astype(np.float32)

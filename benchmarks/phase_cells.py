@@ -1,0 +1,120 @@
+"""How often the reduced cell of a phase is right (issue 14: the lattice metric per phase).
+
+Held-out structures only: band sets detected on rendered dynamical patterns of the
+50 test-split masters at many random orientations (``band_sets --source rendered
+--split test --n 20``, the file ``benchmarks/pooled_evidence.py`` reads). Each band
+set's lattice is rebuilt from its band directions in the same pass as its features
+(``features.band_features(cells=...)``, what ``classify_structure`` does); then, for
+N = 1, 3, 10, 20 views of one structure (``--draws`` bags per structure and N), the
+consensus cell of the bag (``lattice.consensus_cell``, each view weighing one, as
+``phases.phase_cells`` does for a discovered phase) is compared with the structure's
+true primitive lattice: right when their ``lattice.cell_fingerprint`` agree to
+``lattice.CELL_AGREEMENT`` (shape only; the directions do not give the scale).
+Also prints how often the consensus is a *sublattice* or *superlattice* shape of the
+truth is not distinguished: any other shape counts as wrong.
+
+    python benchmarks/phase_cells.py cache/bags/rendered/rendered_test.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+_CENTRING = {
+    "P": [], "A": [[0, 0.5, 0.5]], "B": [[0.5, 0, 0.5]], "C": [[0.5, 0.5, 0]],
+    "I": [[0.5, 0.5, 0.5]], "F": [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]],
+    "R": [[2 / 3, 1 / 3, 1 / 3], [1 / 3, 2 / 3, 2 / 3]],
+}
+
+
+def true_primitive(lattice, space_group: int) -> np.ndarray:
+    """Primitive cell (rows) of a structure's lattice: its conventional cell
+    ``(a, b, c, alpha, beta, gamma)`` with the centring of its space group in
+    the standard setting (spglib's first Hall setting; R groups hexagonal)."""
+    import spglib
+
+    from kikuchipy_cnn.lattice import niggli_cell
+
+    hall = next(h for h in range(1, 531) if spglib.get_spacegroup_type(h).number == space_group)
+    letter = spglib.get_spacegroup_type(hall).international_short[0]
+    a, b, c, al, be, ga = lattice
+    al, be, ga = np.radians([al, be, ga])
+    v = np.sqrt(1 - np.cos(al) ** 2 - np.cos(be) ** 2 - np.cos(ga) ** 2
+                + 2 * np.cos(al) * np.cos(be) * np.cos(ga))
+    conv = np.array([[a, 0, 0], [b * np.cos(ga), b * np.sin(ga), 0],
+                     [c * np.cos(be), c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga),
+                      c * v / np.sin(ga)]])
+    pos = np.array([[0, 0, 0]] + _CENTRING[letter], float)
+    prim = spglib.find_primitive((conv, pos, [1] * len(pos)), symprec=1e-4)
+    if prim is None:
+        raise ValueError(f"no primitive cell for space group {space_group}")
+    return niggli_cell(np.asarray(prim[0]))
+
+
+def main(argv=None):
+    from kikuchipy_cnn.bands import BandSet, pixel_angle
+    from kikuchipy_cnn.features import band_features
+    from kikuchipy_cnn.lattice import CELL_AGREEMENT, cell_fingerprint, consensus_cell
+    from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
+    from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
+    from kikuchipy_cnn.training.projection import MasterSet
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bandsets", help="rendered band sets of test-split masters (.npz)")
+    ap.add_argument("--sizes", default="1,3,10,20")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    d = dict(np.load(args.bandsets, allow_pickle=True))
+    meta = {m["id"]: m for m in MasterSet(DEFAULT_CACHE, "test").meta}
+    sid = d["structure_id"].astype(str)
+    if not set(sid) <= set(meta):
+        raise SystemExit("the band sets are not of test-split masters")
+    n = len(sid)
+    bs = BandSet(d["normals"], d["strength"], d["width"], d["contrast"], d["valid"])
+    cells = np.full((n, 3, 3), np.nan)
+    band_features(bs, d["wavelength"], pixel_angle(d["shape"], d["pc"]), cells=cells)
+    truth = {s: np.log(cell_fingerprint(true_primitive(meta[s]["lattice"], meta[s]["space_group"])))
+             for s in np.unique(sid)}
+    has = np.isfinite(cells).all(axis=(1, 2))
+
+    def right(cell, s):
+        return bool(np.abs(np.log(cell_fingerprint(cell)) - truth[s]).max() <= CELL_AGREEMENT)
+
+    per = np.array([has[i] and right(cells[i], sid[i]) for i in range(n)])
+    system = np.array([joint_class_info(JOINT_CLASSES[meta[s]["label"]])["crystal_system"] for s in sid])
+    print(f"{n} band sets of {len(truth)} held-out structures; a lattice rebuilt from the directions "
+          f"of {has.mean():.3f}; {time.perf_counter() - t0:.0f} s")
+    rng = np.random.default_rng(args.seed)
+    print("\n| views | bags | consensus cell right | mean support | right, cubic / hexagonal+trigonal / "
+          "tetragonal / orthorhombic / monoclinic+triclinic |")
+    print("|---|---|---|---|---|")
+    groups = {"cubic": ("cubic",), "hex/trig": ("hexagonal", "trigonal"), "tetragonal": ("tetragonal",),
+              "orthorhombic": ("orthorhombic",), "mono/tri": ("monoclinic", "triclinic")}
+    for size in [int(v) for v in args.sizes.split(",")]:
+        hits, sup, sys_of = [], [], []
+        for s in truth:
+            rows = np.flatnonzero(sid == s)
+            if len(rows) < size:
+                continue
+            for _ in range(args.draws if size < len(rows) else 1):
+                bag = rng.choice(rows, size, replace=False)
+                i, support = consensus_cell(cells[bag])
+                hits.append(i >= 0 and right(cells[bag[i]], s))
+                sup.append(support)
+                sys_of.append(system[rows[0]])
+        hits, sys_of = np.array(hits), np.array(sys_of)
+        by = " / ".join(f"{hits[np.isin(sys_of, g)].mean():.2f}" if np.isin(sys_of, g).any() else "-"
+                        for g in groups.values())
+        print(f"| {size} | {len(hits)} | {hits.mean():.3f} | {np.mean(sup):.2f} | {by} |")
+    print(f"\nper pattern: cell right {per.mean():.3f} (of those with a lattice {per[has].mean():.3f}); "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
