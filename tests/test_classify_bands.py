@@ -203,6 +203,13 @@ def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_s
     pp = xmap.pooled_phases
     assert pp.names == ["cF m-3m"] and pp.n_patterns.tolist() == [9] and pp.tempering == 0.7
     assert (xmap.phase_id == 0).all()
+    # its cell, from the band directions of its grains, has the shape of fcc's primitive cell
+    from kikuchipy_cnn.lattice import CELL_AGREEMENT, cell_fingerprint
+    from test_lattice import direct_basis
+
+    fcc = np.log(cell_fingerprint(np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])))
+    assert np.abs(np.log(cell_fingerprint(direct_basis(1, *pp.cells[0, 1:]))) - fcc).max() <= CELL_AGREEMENT
+    assert pp.cell_support[0] >= 0.5
 
 
 def test_each_pattern_and_each_phase_get_the_reduced_cell_of_its_band_directions(ni, tiny_band_card_path):
