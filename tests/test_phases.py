@@ -719,7 +719,7 @@ def test_band_model_with_a_pooled_model_pools_the_evidence_of_each_phase(tiny_po
     # the phases' probabilities: the pooled model on the pooled features,
     # computed here independently from the patterns
     pcs, lam = detector_geometry(ni, (3, 3))
-    feats, valid = _band_input(ni.data.reshape(9, 60, 60), pcs.reshape(9, 3), lam, card,
+    feats, valid, _ = _band_input(ni.data.reshape(9, 60, 60), pcs.reshape(9, 3), lam, card,
                                static_background_of(ni, "auto"))
     assert valid.all()
     phase = xmap.prop["phase_index"]
