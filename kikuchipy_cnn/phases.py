@@ -32,6 +32,7 @@ __all__ = [
     "grains_from_sketches",
     "pattern_sketches",
     "pattern_spectra",
+    "format_cell",
     "phase_cells",
     "pool_evidence",
     "pool_probabilities",
@@ -235,6 +236,19 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
             p = cell_parameters(cells[rows[best]])
             shape[k] = [1.0, p[1] / p[0], p[2] / p[0], *p[3:]]
     return labels, shape, support
+
+
+#: Column heading of :func:`format_cell`
+CELL_HEADING = "reduced cell a:b:c, alpha beta gamma (share of grains)"
+
+
+def format_cell(cell, support) -> str:
+    """``"1:b/a:c/a, alpha beta gamma (support %)"`` of a :func:`phase_cells`
+    row, or ``"none"``."""
+    c = np.asarray(cell, dtype=np.float64)
+    if not np.isfinite(c).all():
+        return "none"
+    return f"1:{c[1]:.2f}:{c[2]:.2f}, {c[3]:.1f} {c[4]:.1f} {c[5]:.1f} ({float(support):.0%})"
 
 
 def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, model_path,
@@ -693,14 +707,9 @@ class PooledPhases:
     def __repr__(self) -> str:
         has_cells = self.cells is not None
         rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"
-                + ("  reduced cell a:b:c, alpha beta gamma (share of grains)" if has_cells else "")]
+                + (f"  {CELL_HEADING}" if has_cells else "")]
         for i, name in enumerate(self.names):
-            cell = ""
-            if has_cells:
-                c = self.cells[i]
-                cell = ("  none" if not np.isfinite(c).all() else
-                        f"  1:{c[1]:.2f}:{c[2]:.2f}, {c[3]:.1f} {c[4]:.1f} {c[5]:.1f} "
-                        f"({float(self.cell_support[i]):.0%})")
+            cell = "  " + format_cell(self.cells[i], self.cell_support[i]) if has_cells else ""
             rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
                         f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}{cell}")
         if self.method == "evidence":

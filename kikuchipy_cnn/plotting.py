@@ -237,6 +237,11 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
     table
         ``{class: {"n": int, "fraction": float, "mean_score": float}}``,
         most frequent first. ``print(format_summary(table))`` prints it.
+        For a band model's ``pool="phases"`` map at the joint level, each
+        discovered phase's entry also has ``"cell"`` (its reduced-cell shape
+        ``(1, b/a, c/a, alpha, beta, gamma)``, NaN where none) and
+        ``"cell_support"`` (the share of its grains that agree), from
+        ``xmap.pooled_phases``.
     """
     if level == "joint":
         ids = xmap.phase_id
@@ -256,6 +261,12 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
             "fraction": float(sel.mean()),
             "mean_score": float(finite.mean()) if finite.size else float("nan"),
         }
+    pp = getattr(xmap, "pooled_phases", None)
+    if level == "joint" and pp is not None and pp.cells is not None:
+        for i, name in enumerate(pp.names):
+            if name in out and list(pp.names).count(name) == 1:
+                out[name]["cell"] = tuple(float(v) for v in pp.cells[i])
+                out[name]["cell_support"] = float(pp.cell_support[i])
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
 
 
@@ -274,7 +285,8 @@ def format_summary(table: dict | CrystalMap, level: str = "joint") -> str:
     Returns
     -------
     text
-        One line per class: count, fraction and mean score.
+        One line per class: count, fraction and mean score (and, where the
+        table has it, the phase's reduced cell).
 
     Examples
     --------
@@ -289,7 +301,12 @@ def format_summary(table: dict | CrystalMap, level: str = "joint") -> str:
         raise TypeError(
             f"format_summary() takes a table from summary() or a CrystalMap, not {type(table)}"
         )
-    lines = [f"  {'class':<16} {'n':>8} {'fraction':>9} {'mean score':>11}"]
+    from kikuchipy_cnn.phases import CELL_HEADING, format_cell
+
+    cells = any("cell" in row for row in table.values())
+    lines = [f"  {'class':<16} {'n':>8} {'fraction':>9} {'mean score':>11}"
+             + (f"  {CELL_HEADING}" if cells else "")]
     for name, row in table.items():
-        lines.append(f"  {name:<16} {row['n']:>8} {row['fraction']:>9.1%} {row['mean_score']:>11.3f}")
+        cell = "  " + format_cell(row["cell"], row["cell_support"]) if "cell" in row else ""
+        lines.append(f"  {name:<16} {row['n']:>8} {row['fraction']:>9.1%} {row['mean_score']:>11.3f}{cell}")
     return "\n".join(lines)

@@ -210,6 +210,15 @@ def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_s
     fcc = np.log(cell_fingerprint(np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])))
     assert np.abs(np.log(cell_fingerprint(direct_basis(1, *pp.cells[0, 1:]))) - fcc).max() <= CELL_AGREEMENT
     assert pp.cell_support[0] >= 0.5
+    # and the summary says it
+    import kikuchipy_cnn
+
+    row = kikuchipy_cnn.summary(xmap)["cF m-3m"]
+    np.testing.assert_allclose(row["cell"], pp.cells[0])
+    assert row["cell_support"] == pp.cell_support[0]
+    text = kikuchipy_cnn.format_summary(xmap)
+    assert "reduced cell a:b:c" in text and f"1:{pp.cells[0, 1]:.2f}:" in text
+    assert "cell" not in kikuchipy_cnn.summary(xmap, "crystal_system")["cubic"]
 
 
 def test_each_pattern_and_each_phase_get_the_reduced_cell_of_its_band_directions(ni, tiny_band_card_path):
@@ -261,3 +270,7 @@ def test_pixel_models_carry_no_cells(ni, tiny_card_path):
     xmap = ni.classify_structure(model=card, verbose=0, min_score=0, show_progressbar=False)
     assert xmap.pooled_phases.cells is None and not set(CELL_PROPS) & set(xmap.prop)
     assert "reduced cell" not in repr(xmap.pooled_phases)
+    import kikuchipy_cnn
+
+    assert not any("cell" in row for row in kikuchipy_cnn.summary(xmap).values())
+    assert "reduced cell" not in kikuchipy_cnn.format_summary(xmap)
