@@ -9,16 +9,7 @@ _warned_both = False
 
 def _method(func):
     def method(self, *args, **kwargs):
-        # warnings are re-issued at the caller's line (``s.classify_structure(...)``),
-        # not at this wrapper's, after the user's filters as usual
-        caught = []
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                return func(self, *args, **kwargs)
-        finally:
-            for w in caught:
-                warnings.warn(w.message, stacklevel=2)
+        return func(self, *args, **kwargs)
 
     method.__name__ = func.__name__
     method.__qualname__ = f"EBSD.{func.__name__}"

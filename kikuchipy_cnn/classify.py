@@ -17,6 +17,7 @@ from kikuchipy_cnn.registry import get_model
 from kikuchipy_cnn._chunks import compute, map_patterns
 from kikuchipy_cnn.pattern_check import CHECK_CODES, check_patterns as _check_patterns
 from kikuchipy_cnn.phases import POOL_MODES
+from kikuchipy_cnn._warnings import user_stacklevel
 
 __all__ = ["classify_structure"]
 
@@ -40,9 +41,10 @@ def _checked_classify_chunk(patterns, excluded, check=True, **kwargs):
     (:mod:`kikuchipy_cnn.pattern_check`): patterns that are not Kikuchi
     patterns are not given to the model.
 
-    Returns ``(n, n_classes + 3)`` (more with ``sketch=True``): the columns of
-    :func:`_classify_chunk`, then the check code and the learned check's
-    probability (NaN where excluded, or the check is off).
+    Returns ``(n, n_classes + 3)`` (more with ``sketch``, ``cells`` or
+    ``features``): the columns of :func:`_classify_chunk`, then the check
+    code and the learned check's probability (NaN where excluded, or the
+    check is off).
     """
     n = patterns.shape[0]
     extra = np.full((n, 2), np.nan, dtype=np.float32)
@@ -242,7 +244,7 @@ def detector_geometry(signal, nav_shape, pc=None) -> tuple[np.ndarray, float]:
             "in the Bruker convention (see kikuchipy.detectors.EBSDDetector for converting "
             "TSL, Oxford or EMsoft values; command line: kikuchipy-cnn classify --pc)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return pc, electron_wavelength(_beam_energy(signal))
 
@@ -260,7 +262,7 @@ def _beam_energy(signal) -> float:
             "kV): assuming 20 kV. Set it with "
             "s.metadata.set_item('Acquisition_instrument.SEM.beam_energy', 20.0)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
         energy = 20.0
     return energy
@@ -357,7 +359,7 @@ def _warn_rejected(codes: np.ndarray, has_background: bool = True) -> None:
             "were not classified (phase_id -1; see the map's 'kikuchi_check' property, or "
             f"pass check=False){hint}",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -726,7 +728,7 @@ def classify_structure(
             f"pc is ignored: model {card.name!r} classifies the pixels and does not use the "
             "pattern centre (only band models, e.g. 'kcnn-bands-mlp', do); leave pc=None",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         pc = None
     n = int(np.prod(nav_shape)) if nav_shape else 1
@@ -769,7 +771,7 @@ def classify_structure(
             f"{n_bad} pattern(s) are not finite or are constant and were not "
             "classified (phase_id -1)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     classified = np.isfinite(probs).all(axis=1)
     cells = None
@@ -794,7 +796,7 @@ def classify_structure(
                 "which may split or merge this model's phases wrongly; pass pool='none' or add "
                 "pooling: to the card",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         first = n_classes + 1
         spectra, sketches = unpack_sketches(out[:, first : first + sketch_columns(card)], card)

@@ -21,6 +21,7 @@ from kikuchipy_cnn.symmetry import (
     marginalise,
     space_group_class,
 )
+from kikuchipy_cnn._warnings import user_stacklevel
 
 __all__ = ["decision", "labels", "phase_list_from_card", "probabilities", "prop_name"]
 
@@ -284,9 +285,12 @@ def build_pooled_crystal_map(
     if cells is not None:
         from kikuchipy_cnn.phases import phase_cells
 
-        cell_labels, shape, support = phase_cells(cells, group, discovery.grain)
-        if not np.array_equal(cell_labels, labels_):
-            raise RuntimeError("phase cells and pooled phases disagree on the phases")
+        cell_labels, cell_shape, cell_support = phase_cells(cells, group, discovery.grain)
+        # line the cells up with the pooled phases (NaN for a phase without one)
+        shape, support = np.full((len(labels_), 6), np.nan), np.zeros(len(labels_))
+        at = np.searchsorted(cell_labels, labels_)
+        found = (at < len(cell_labels)) & (cell_labels[np.minimum(at, len(cell_labels) - 1)] == labels_)
+        shape[found], support[found] = cell_shape[at[found]], cell_support[at[found]]
     xmap.pooled_phases = PooledPhases(
         names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
         probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
@@ -308,13 +312,9 @@ def add_cell_props(xmap: CrystalMap, cells: np.ndarray) -> None:
 
     ``cells`` is ``(n, 3, 3)`` over all navigation points (numpy order).
     """
-    from kikuchipy_cnn.lattice import cell_parameters
+    from kikuchipy_cnn.lattice import cell_shape
 
-    cells = np.asarray(cells, dtype=np.float64)
-    out = np.full((len(cells), 5), np.nan)
-    for i in np.flatnonzero(np.isfinite(cells).all(axis=(1, 2))):
-        p = cell_parameters(cells[i])
-        out[i] = [p[1] / p[0], p[2] / p[0], *p[3:]]
+    out = cell_shape(cells)[:, 1:]
     for j, name in enumerate(CELL_PROPS):
         xmap.prop[name] = out[xmap.is_in_data, j].astype(np.float32)
 
@@ -356,7 +356,7 @@ def candidate_columns(
                 f"that class are assigned to {owner[label]!r}. Index with both "
                 "phases to separate them",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
             continue
         owner[label] = phase.name

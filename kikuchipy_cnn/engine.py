@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from kikuchipy_cnn.card import ModelCard, ModelCardError
+from kikuchipy_cnn._warnings import user_stacklevel
 
 __all__ = ["InferenceSession", "auxiliary_session", "choose_providers", "get_session", "run_auxiliary"]
 
@@ -38,7 +39,7 @@ def _ort():
 def _warn_once(key: str, message: str):
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
 
 
 @lru_cache(maxsize=1)

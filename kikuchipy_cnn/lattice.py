@@ -44,8 +44,11 @@ __all__ = [
     "CELL_AGREEMENT",
     "FINGERPRINT_VECTORS",
     "candidate_bases",
+    "CONSENSUS_HYPOTHESES",
     "cell_fingerprint",
+    "cell_fingerprints",
     "cell_parameters",
+    "cell_shape",
     "consensus_cell",
     "direction_bases",
     "generated_sublattice",
@@ -132,6 +135,19 @@ def _half_space_coefficients(m: int) -> np.ndarray:
 _FP_COEFF = _half_space_coefficients(_FP_RANGE)
 
 
+def cell_fingerprints(cells: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.ndarray:
+    """:func:`cell_fingerprint` of many cells ``(m, 3, 3)`` at once: ``(m, n)``
+    (in blocks, a few MB at a time). The cells must be finite and
+    non-degenerate."""
+    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
+    out = np.empty((len(cells), n))
+    for start in range(0, len(cells), 1024):
+        block = cells[start : start + 1024]
+        length = np.sort(np.linalg.norm(np.einsum("kj,mji->mki", _FP_COEFF, block), axis=2), axis=1)[:, :n]
+        out[start : start + 1024] = length / length[:, :1]
+    return out
+
+
 def cell_fingerprint(direct: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.ndarray:
     """Basis-free, scale-free shape of a lattice: the lengths of its ``n``
     shortest vectors (one of each ±v pair), divided by the shortest.
@@ -152,31 +168,61 @@ def cell_fingerprint(direct: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.nda
         ``(n,)`` ascending, the first entry 1.
     """
     a = np.asarray(direct, dtype=np.float64)
-    if a.shape != (3, 3) or not np.isfinite(a).all() or abs(np.linalg.det(a)) < 1e-12:
+    if a.shape != (3, 3) or not np.isfinite(a).all() or not _non_degenerate(a[None])[0]:
         raise ValueError(f"direct must be a finite non-degenerate (3, 3) cell, not {a!r}")
-    length = np.sort(np.linalg.norm(_FP_COEFF @ a, axis=1))[:n]
-    return length / length[0]
+    return cell_fingerprints(a[None], n)[0]
+
+
+def _non_degenerate(cells: np.ndarray) -> np.ndarray:
+    """Cells whose volume is not negligible against their edge lengths (scale-free)."""
+    vol = np.abs(np.linalg.det(cells))
+    edges = np.prod(np.linalg.norm(cells, axis=2), axis=1)
+    return vol > 1e-9 * edges
+
+
+def cell_shape(cells: np.ndarray) -> np.ndarray:
+    """``(..., 6)`` shape ``(1, b/a, c/a, alpha, beta, gamma)`` (degrees) of
+    cells ``(..., 3, 3)`` (rows the basis vectors a, b, c); NaN where a cell
+    is not finite."""
+    c = np.asarray(cells, dtype=np.float64)
+    length = np.linalg.norm(c, axis=-1)
+
+    def angle(i, j):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.einsum("...k,...k->...", c[..., i, :], c[..., j, :]) / (length[..., i] * length[..., j])
+        return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.stack([length[..., 0] / length[..., 0], length[..., 1] / length[..., 0],
+                        length[..., 2] / length[..., 0], angle(1, 2), angle(0, 2), angle(0, 1)], axis=-1)
+    return out
+
+
+#: At most this many cells (the heaviest) are tried as the consensus by
+#: :func:`consensus_cell`; every cell still counts in their support
+CONSENSUS_HYPOTHESES = 512
 
 
 def consensus_cell(cells: np.ndarray, weights: np.ndarray | None = None,
                    tolerance: float = CELL_AGREEMENT) -> tuple[int, float]:
     """The cell most of a set of cells agree with (e.g. the reduced cells of
-    the patterns of one phase).
+    the grains of one phase).
 
     Each cell's *support* is the summed weight of the cells whose
     :func:`cell_fingerprint` agrees with its own to ``tolerance`` (largest
     ``|log|`` ratio); the consensus is the cell with the most support (ties:
     the smallest weighted sum of fingerprint distances), i.e. a weighted
-    medoid. Cells are compared by shape only, not size.
+    medoid, among the :data:`CONSENSUS_HYPOTHESES` heaviest cells (all of
+    them count in the support). Cells are compared by shape only, not size.
+    Time and memory grow as ``min(m, 512) * m`` for ``m`` cells.
 
     Parameters
     ----------
     cells
-        ``(n, 3, 3)`` cells (rows basis vectors); rows with non-finite entries
-        are left out.
+        ``(m, 3, 3)`` cells (rows basis vectors); cells with non-finite
+        entries or no volume are left out.
     weights
-        ``(n,)`` non-negative weights (e.g. ``1 / patterns in the grain``, so
-        each grain counts once); default 1.
+        ``(m,)`` non-negative weights; default 1.
     tolerance
         Agreement of fingerprints.
 
@@ -184,23 +230,31 @@ def consensus_cell(cells: np.ndarray, weights: np.ndarray | None = None,
     -------
     index, support
         Index into ``cells`` of the consensus cell (-1 when no cell is
-        finite) and its support as a fraction of the total weight of the
-        finite cells.
+        usable) and its support as a fraction of the total weight of the
+        usable cells.
     """
     cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
     w = np.ones(len(cells)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(cells),) or (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError(f"weights must be (n,) = ({len(cells)},) finite and >= 0")
-    ok = np.flatnonzero(np.isfinite(cells).all(axis=(1, 2)) & (np.abs(np.linalg.det(
-        np.nan_to_num(cells))) > 1e-12))
+        raise ValueError(f"weights must be (m,) = ({len(cells)},) finite and >= 0")
+    finite = np.isfinite(cells).all(axis=(1, 2))
+    ok = np.flatnonzero(finite)
+    ok = ok[_non_degenerate(cells[ok])]
     if ok.size == 0 or w[ok].sum() <= 0:
         return -1, 0.0
-    fp = np.log(np.array([cell_fingerprint(c) for c in cells[ok]]))
-    dist = np.abs(fp[:, None, :] - fp[None, :, :]).max(axis=2)
-    support = (dist <= tolerance) @ w[ok]
-    spread = dist @ w[ok]
+    fp = np.log(cell_fingerprints(cells[ok]))
+    wk = w[ok]
+    hyp = np.argsort(-wk, kind="stable")[:CONSENSUS_HYPOTHESES]
+    support = np.empty(len(hyp))
+    spread = np.empty(len(hyp))
+    step = max(1, 4_000_000 // (len(ok) * fp.shape[1]))
+    for start in range(0, len(hyp), step):
+        h = hyp[start : start + step]
+        dist = np.abs(fp[h][:, None, :] - fp[None, :, :]).max(axis=2)
+        support[start : start + step] = (dist <= tolerance) @ wk
+        spread[start : start + step] = dist @ wk
     best = np.lexsort((spread, -support))[0]
-    return int(ok[best]), float(support[best] / w[ok].sum())
+    return int(ok[hyp[best]]), float(support[best] / wk.sum())
 
 
 @contextmanager

@@ -58,6 +58,7 @@ import numpy as np
 
 from kikuchipy_cnn.bands import change_pc, detect_bands, electron_wavelength, pc_map
 from kikuchipy_cnn.lattice import _quiet_spglib, reconstruct_lattice
+from kikuchipy_cnn._warnings import user_stacklevel
 
 __all__ = ["PCEstimate", "check_detector", "estimate_pc"]
 
@@ -826,10 +827,10 @@ def check_detector(signal, static_background="auto", tolerance: float = CHECK_TO
     found = "" if est is None else f"; the bands give {_format_pc(est.pc, est.uncertainty)}"
     if default:
         warnings.warn(f"The signal's detector has kikuchipy's default pattern centre (0.5, 0.5, 0.5), "
-                      f"almost never the real one{found}: {fix}", RuntimeWarning, stacklevel=2)
+                      f"almost never the real one{found}: {fix}", RuntimeWarning, stacklevel=user_stacklevel())
     elif est is None:
         warnings.warn(f"The detector's pattern centre could not be checked against the bands: {reason}",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=user_stacklevel())
     else:
         diff = np.abs(est.pc - est.pc0)
         limit = np.maximum(tolerance, n_sigma * est.uncertainty)
@@ -840,7 +841,7 @@ def check_detector(signal, static_background="auto", tolerance: float = CHECK_TO
                 f"({est.lattice} lattice; differences {_format_pc(est.pc - est.pc0)} exceed "
                 f"max({tolerance}, {n_sigma:g} x uncertainty)). A file read with the wrong PC "
                 f"convention or a wrong detector does this: {fix}",
-                RuntimeWarning, stacklevel=2)
+                RuntimeWarning, stacklevel=user_stacklevel())
     return est
 
 

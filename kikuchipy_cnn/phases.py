@@ -186,10 +186,17 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
     return labels, pooled, counts
 
 
+#: Patterns of one grain (evenly spaced) whose cells give the grain's cell in
+#: :func:`phase_cells`
+GRAIN_CELLS = 8
+
+
 def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
     """The reduced-cell shape of each group of patterns (e.g. a discovered
-    phase): the :func:`~kikuchipy_cnn.lattice.consensus_cell` of its
-    patterns' cells, each view (grain) weighing one in all.
+    phase): each view (grain) first gets one cell, the
+    :func:`~kikuchipy_cnn.lattice.consensus_cell` of up to
+    :data:`GRAIN_CELLS` of its patterns' cells; the group's cell is the
+    consensus of its grains' cells, each grain weighing one.
 
     Parameters
     ----------
@@ -211,11 +218,11 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
         Niggli cell (a <= b <= c; degrees), NaN where no pattern of the group
         has a cell. The scale is not determined (band directions alone).
     support
-        ``(g,)`` fraction of the group's views (weighted by their patterns
-        with a cell) whose cells have the consensus shape
-        (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`); 0 where none.
+        ``(g,)`` fraction of the group's grains with a cell whose cell has
+        the consensus shape (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`);
+        0 where none.
     """
-    from kikuchipy_cnn.lattice import cell_parameters, consensus_cell
+    from kikuchipy_cnn.lattice import cell_shape, consensus_cell
 
     cells = np.asarray(cells, dtype=np.float64)
     groups, views = np.asarray(groups), np.asarray(views)
@@ -225,16 +232,27 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
     labels = np.unique(groups[groups >= 0])
     shape = np.full((labels.size, 6), np.nan)
     support = np.zeros(labels.size)
-    has = np.isfinite(cells).all(axis=(1, 2))
-    for k, g in enumerate(labels):
-        rows = np.flatnonzero((groups == g) & has)
-        if rows.size == 0:
-            continue
-        _, inv, count = np.unique(views[rows], return_inverse=True, return_counts=True)
-        best, support[k] = consensus_cell(cells[rows], 1.0 / count[inv.ravel()])
+    has = np.isfinite(cells).all(axis=(1, 2)) & (groups >= 0)
+    rows = np.flatnonzero(has)
+    # one cell per (group, view): the consensus of a few of its patterns
+    pairs, pair_of = np.unique(np.column_stack([groups[rows], views[rows]]), axis=0, return_inverse=True)
+    pair_of = pair_of.ravel()
+    order = np.argsort(pair_of, kind="stable")
+    starts = np.searchsorted(pair_of[order], np.arange(len(pairs) + 1))
+    grain_cell = np.full((len(pairs), 3, 3), np.nan)
+    for p in range(len(pairs)):
+        members = rows[order[starts[p] : starts[p + 1]]]
+        pick = members[np.linspace(0, len(members) - 1, min(len(members), GRAIN_CELLS)).round().astype(int)]
+        best, _ = consensus_cell(cells[pick])
         if best >= 0:
-            p = cell_parameters(cells[rows[best]])
-            shape[k] = [1.0, p[1] / p[0], p[2] / p[0], *p[3:]]
+            grain_cell[p] = cells[pick[best]]
+    for k, g in enumerate(labels):
+        mine = np.flatnonzero((pairs[:, 0] == g) & np.isfinite(grain_cell).all(axis=(1, 2)))
+        if mine.size == 0:
+            continue
+        best, support[k] = consensus_cell(grain_cell[mine])
+        if best >= 0:
+            shape[k] = cell_shape(grain_cell[mine[best]])
     return labels, shape, support
 
 

@@ -26,6 +26,7 @@ from kikuchipy_cnn.classify import (
 )
 from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.preprocessing import circular_mask, preprocess, resize
+from kikuchipy_cnn._warnings import user_stacklevel
 
 __all__ = ["band_heatmap", "get_saliency", "zone_axis_factor"]
 
@@ -351,7 +352,7 @@ def get_saliency(
                 f"pc is ignored: model {card.name!r} classifies the pixels and does not use the "
                 "pattern centre (only band models, e.g. 'kcnn-bands-mlp', do); leave pc=None",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         arr = map_model(
             signal, nav_shape, mask, card, session, batch_size, bg, _saliency_chunk, sig_shape,

@@ -825,3 +825,19 @@ def test_phase_cells_weigh_each_grain_once():
     assert np.isnan(shape[1]).all() and support[1] == 0
     with pytest.raises(ValueError, match="cells"):
         phase_cells(cells[:3], groups, views)
+
+
+def test_phase_cells_of_a_large_scan_work_grain_by_grain():
+    # 40,000 patterns in 400 grains of one phase: one cell per grain first, so
+    # the consensus compares 400 cells, not 40,000 x 40,000 pairs
+    from kikuchipy_cnn.lattice import cell_shape
+    from kikuchipy_cnn.phases import phase_cells
+
+    rng = np.random.default_rng(0)
+    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * 3.52
+    cells = fcc * np.exp(rng.normal(0, 0.003, (40_000, 3, 1)))
+    cells[::5] = np.diag([2.0, 3.0, 5.0])  # a fifth of the patterns: an unrelated cell
+    grain = np.repeat(np.arange(400), 100)
+    labels, shape, support = phase_cells(cells, np.zeros(40_000, int), grain)
+    np.testing.assert_allclose(shape[0], cell_shape(fcc), atol=1.5)
+    assert support[0] == 1.0  # each grain's own cell is the fcc one

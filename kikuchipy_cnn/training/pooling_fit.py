@@ -10,7 +10,8 @@ structures (never the test structures the benchmarks report):
 - the phase split bar ``split_r2 = (a, b)`` of
   :func:`~kikuchipy_cnn.phases.discover_phases`: least squares of ``a + b / n``
   to the 98th percentile of the 2-means R² of random groups of ``n`` grains of
-  one structure (``n`` = 3-16), i.e. a 2 % false-split rate per group.
+  one structure (``n`` = 3-16), i.e. about a 2 % false-split rate per group of
+  true grains (the curve passes a little below some of the percentiles).
 
 Data: per validation master one small scan, ``--grains`` grains of
 ``--per-grain`` patterns (one orientation per grain, its own noise per
@@ -50,7 +51,7 @@ def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -
     per master (see the module docstring)."""
     from kikuchipy_cnn.classify import sketch_preprocessing, static_background_of
     from kikuchipy_cnn.crystal_map import probabilities
-    from kikuchipy_cnn.phases import pattern_spectra
+    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_spectra
     from kikuchipy_cnn.preprocessing import preprocess
     from kikuchipy_cnn.training.scans import render_scan, scan_signal
 
@@ -66,7 +67,7 @@ def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -
             raise RuntimeError("the map's classes are not the card's")
         x, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), sketch_preprocessing(card),
                               static_background_of(s, "auto"))
-        spectra = np.full((len(probs), 16), np.nan)
+        spectra = np.full((len(probs), SPECTRUM_BINS), np.nan)
         spectra[valid] = pattern_spectra(x[valid])
         ok = np.isfinite(probs).all(axis=1) & valid
         out["probs"].append(probs[ok])
@@ -193,8 +194,10 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     print(f"{data['model']}: {len(data['probs'])} patterns of {len(np.unique(data['structure']))} "
           f"{data['split']} structures")
+    fitted = {}
     for views in (True, False):
         beta, nll = fit_tempering(data, rng, views=views)
+        fitted[views] = beta
         print(f"tempering, pooling {'grains' if views else 'patterns'}: beta = {beta:.2f} "
               f"(pooled joint log-loss {nll.min():.3f}; beta 0: {nll[0]:.3f}, 0.75: "
               f"{nll[int(np.argmin(abs(TEMPERING_GRID - 0.75)))]:.3f}, 1: "
@@ -206,8 +209,7 @@ def main(argv=None):
     print(f"| {100 * (1 - FALSE_SPLIT_RATE):.0f}th percentile of R² | "
           + " | ".join(f"{v:.2f}" for v in q.values()) + " |")
     print(f"| bar {a:.2f} + {b:.2f} / n | " + " | ".join(f"{a + b / n:.2f}" for n in q) + " |")
-    beta, _ = fit_tempering(data, rng, views=True)
-    print(f"\npooling:\n  tempering: {beta:.2f}\n  split_r2:\n  - {a:.2f}\n  - {b:.2f}")
+    print(f"\npooling:\n  tempering: {fitted[True]:.2f}\n  split_r2:\n  - {a:.2f}\n  - {b:.2f}")
 
 
 if __name__ == "__main__":
