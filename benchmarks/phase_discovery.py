@@ -208,6 +208,9 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=10, help="scans of every multi-phase kind")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--phases-only", action="store_true",
+                    help="classify each scan once, with pool='phases' (no time ratio; the "
+                    "per-pattern numbers from the same map's pattern probabilities)")
     ap.add_argument("--figure", default=None, metavar="PATH")
     ap.add_argument("--figure-structures", default="s1-05275,s0-00884", metavar="ID,ID",
                     help="master ids of the figure's two structures (default: a cF m-3m with "
@@ -233,6 +236,8 @@ def main(argv=None):
         raw, geom = render_scan(masters, np.asarray(mids)[gphase], grain, rng)
         s = scan_signal(raw, geom, masters, mids)
         order = ("none", "phases") if k % 2 == 0 else ("phases", "none")
+        if args.phases_only:
+            order = ("phases",)
         maps = {}
         for pool in order:
             maps[pool], dt = classify(s, pool, card)
@@ -240,7 +245,8 @@ def main(argv=None):
                 t_none += dt
             else:
                 t_phases += dt
-        x, x0 = maps["phases"], maps["none"]
+        x = maps["phases"]
+        x0 = x if args.phases_only else maps["none"]  # the patterns' own probabilities: the same
         found = np.asarray(x.prop["phase_index"])
         usable = found >= 0
         pp = x.pooled_phases
@@ -263,10 +269,11 @@ def main(argv=None):
             r["oracle"].append(level_hits(oracle[0], classes, truth))
             r["pattern"].append(np.mean([level_hits(q, classes, truth) for q in probs[sel]], axis=0))
         if args.calibrate:
+            from kikuchipy_cnn.classify import sketch_preprocessing
             from kikuchipy_cnn.phases import discover_phases, pattern_sketches, pattern_spectra
             from kikuchipy_cnn.preprocessing import preprocess
 
-            xin, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), card.preprocessing)
+            xin, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), sketch_preprocessing(card))
             sk = pattern_sketches(xin, valid)
             ok = np.isfinite(probs).all(axis=1)
             g = grain.ravel()
@@ -279,7 +286,7 @@ def main(argv=None):
             if kind == "single":
                 d = discover_phases(probs, sk, grain.shape, ok, spectra=pattern_spectra(xin, valid),
                                     split_r2=(0.0, 0.0), max_phases=2)
-                r2_single.append(d.split_r2[0] if d.split_r2 else 0.0)
+                r2_single.append((d.split_r2[0] if d.split_r2 else 0.0, d.n_grains))
         if (k + 1) % 20 == 0:
             print(f"  {k + 1} scans, {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -297,12 +304,18 @@ def main(argv=None):
               + " | " + " / ".join(f"{v:.2f}" for v in o) + " |")
     for kind, r in rows.items():
         print(f"  {kind}: phases found per scan {np.bincount(r['n_found']).tolist()} (index = count)")
-    print(f"\npool='phases' / pool='none' time: {t_phases / t_none:.3f} "
-          f"({t_phases:.1f} s / {t_none:.1f} s)")
-    if args.calibrate:
-        r2 = np.array(r2_single)
+    if not args.phases_only:
+        print(f"\npool='phases' / pool='none' time: {t_phases / t_none:.3f} "
+              f"({t_phases:.1f} s / {t_none:.1f} s)")
+    if args.calibrate and r2_single:
+        r2, ng = np.array(r2_single).T
         print(f"single-phase first-split R²: quantiles 50/90/95/99/max "
-              f"{np.round(np.quantile(r2, [0.5, 0.9, 0.95, 0.99, 1.0]), 3).tolist()}")
+              f"{np.round(np.quantile(r2, [0.5, 0.9, 0.95, 0.99, 1.0]), 3).tolist()}; grains "
+              f"50/90 % {np.quantile(ng, [0.5, 0.9]).tolist()}")
+        b = card.pool_split_r2[1]
+        print(f"single-phase scans split at bar a + {b:g} / n_grains: "
+              + ", ".join(f"a={a:.2f}: {int((r2 >= a + b / np.maximum(ng, 1)).sum())}"
+                          for a in np.arange(0.2, 0.62, 0.04)) + f" (of {len(r2)})")
         si, so = np.array(sim_in), np.array(sim_out)
         print(f"neighbour similarity within grains: quantiles 1/5/50 % "
               f"{np.round(np.quantile(si, [0.01, 0.05, 0.5]), 3).tolist()}; across grains "
