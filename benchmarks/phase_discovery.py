@@ -19,7 +19,7 @@ scans), fraction of patterns in the right phase (discovered phases matched to tr
 ones by the largest overlap, Hungarian), and the pooled class of each true phase (that
 of the discovered phase holding most of its patterns) at every level, beside the
 per-pattern accuracy and the pooled accuracy with the true phases given (oracle
-grouping). ``--split val`` runs the same on validation structures (for calibrating
+grouping; pooled by detected grains, as ``pool="phases"`` pools, and by patterns). ``--split val`` runs the same on validation structures (for calibrating
 the discovery constants in ``kikuchipy_cnn.phases``); ``--calibrate`` also prints
 the R² of the first 2-means split of every single-phase scan (``SPLIT_R2`` is the
 bar) and the neighbour similarities within and across grains.
@@ -251,7 +251,7 @@ def main(argv=None):
         usable = found >= 0
         pp = x.pooled_phases
         r = rows.setdefault(kind, {"scans": 0, "right_n": 0, "assigned": [], "hits": [],
-                                   "oracle": [], "pattern": [], "n_found": []})
+                                   "oracle": [], "oracle_patterns": [], "pattern": [], "n_found": []})
         r["scans"] += 1
         r["n_found"].append(len(pp.names))
         r["right_n"] += int(len(pp.names) == len(mids))
@@ -264,9 +264,14 @@ def main(argv=None):
                 continue
             major = np.bincount(found[sel]).argmax()
             r["hits"].append(level_hits(pp.probabilities[major], pp.classes, truth))
+            # true grouping, pooled as pool="phases" pools (its grains as views) and by patterns
+            grain_of = np.asarray(x.prop["grain_index"])
+            _, oracle, _ = pool_probabilities(probs[sel], np.zeros(int(sel.sum()), int),
+                                              tempering=card.pool_tempering, views=grain_of[sel])
+            r["oracle"].append(level_hits(oracle[0], classes, truth))
             _, oracle, _ = pool_probabilities(probs[sel], np.zeros(int(sel.sum()), int),
                                               tempering=card.pool_tempering)
-            r["oracle"].append(level_hits(oracle[0], classes, truth))
+            r["oracle_patterns"].append(level_hits(oracle[0], classes, truth))
             r["pattern"].append(np.mean([level_hits(q, classes, truth) for q in probs[sel]], axis=0))
         if args.calibrate:
             from kikuchipy_cnn.classify import sketch_preprocessing
@@ -292,16 +297,18 @@ def main(argv=None):
 
     print("\n| scans | n | phases found = present | patterns in the right phase | pooled: system "
           "| Bravais | Laue | joint | per pattern: system / Bravais / Laue / joint "
-          "| true grouping pooled: system / Bravais / Laue / joint |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| true grouping pooled: system / Bravais / Laue / joint | same, patterns pooled, not grains |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind, r in rows.items():
         h = np.array(r["hits"], float).mean(axis=0)
         o = np.array(r["oracle"], float).mean(axis=0)
+        op = np.array(r["oracle_patterns"], float).mean(axis=0)
         pt = np.array(r["pattern"], float).mean(axis=0)
         print(f"| {kind} | {r['scans']} | {r['right_n'] / r['scans']:.2f} "
               f"| {np.mean(r['assigned']):.3f} | " + " | ".join(f"{v:.2f}" for v in h)
               + " | " + " / ".join(f"{v:.2f}" for v in pt)
-              + " | " + " / ".join(f"{v:.2f}" for v in o) + " |")
+              + " | " + " / ".join(f"{v:.2f}" for v in o)
+              + " | " + " / ".join(f"{v:.2f}" for v in op) + " |")
     for kind, r in rows.items():
         print(f"  {kind}: phases found per scan {np.bincount(r['n_found']).tolist()} (index = count)")
     if not args.phases_only:
