@@ -206,8 +206,9 @@ def build_pooled_crystal_map(
     ``discovery`` is a :class:`~kikuchipy_cnn.phases.PhaseDiscovery` of the
     patterns. Each discovered phase gets the argmax of its patterns' pooled
     probabilities (:func:`~kikuchipy_cnn.phases.pool_probabilities` with
-    ``tempering``, each grain one view: its patterns count once), over the model's classes, or over the candidates'
-    classes (renormalised) with ``phase_list``; its patterns get phase id -1
+    ``tempering``, each grain one view: its patterns count once), over the
+    model's classes, or over the candidates' classes (renormalised) with
+    ``phase_list``; its patterns get phase id -1
     where the pooled top probability is below ``min_score``. Without
     candidates, phase ``i`` has id ``i`` and is named by its pooled class
     (numbered when two phases share one); every discovered phase is in the
@@ -285,12 +286,13 @@ def build_pooled_crystal_map(
     if cells is not None:
         from kikuchipy_cnn.phases import phase_cells
 
-        cell_labels, cell_shape, cell_support = phase_cells(cells, group, discovery.grain)
+        cell_labels, phase_shape, phase_support = phase_cells(cells, group, discovery.grain)
         # line the cells up with the pooled phases (NaN for a phase without one)
         shape, support = np.full((len(labels_), 6), np.nan), np.zeros(len(labels_))
-        at = np.searchsorted(cell_labels, labels_)
-        found = (at < len(cell_labels)) & (cell_labels[np.minimum(at, len(cell_labels) - 1)] == labels_)
-        shape[found], support[found] = cell_shape[at[found]], cell_support[at[found]]
+        if len(cell_labels):
+            at = np.minimum(np.searchsorted(cell_labels, labels_), len(cell_labels) - 1)
+            found = cell_labels[at] == labels_
+            shape[found], support[found] = phase_shape[at[found]], phase_support[at[found]]
     xmap.pooled_phases = PooledPhases(
         names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
         probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
