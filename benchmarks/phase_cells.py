@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+#: Centring translations of each Hermann-Mauguin letter (fractional)
 _CENTRING = {
     "P": [], "A": [[0, 0.5, 0.5]], "B": [[0.5, 0, 0.5]], "C": [[0.5, 0.5, 0]],
     "I": [[0.5, 0.5, 0.5]], "F": [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]],
@@ -32,23 +33,17 @@ _CENTRING = {
 
 
 def true_primitive(lattice, space_group: int) -> np.ndarray:
-    """Primitive cell (rows) of a structure's lattice: its conventional cell
-    ``(a, b, c, alpha, beta, gamma)`` with the centring of its space group in
-    the standard setting (spglib's first Hall setting; R groups hexagonal)."""
+    """Niggli-reduced primitive cell (rows) of a structure's lattice: its
+    conventional cell ``(a, b, c, alpha, beta, gamma)`` with the centring of
+    its space group (standard setting; R groups in hexagonal axes)."""
     import spglib
 
     from kikuchipy_cnn.lattice import niggli_cell
+    from kikuchipy_cnn.symmetry import space_group_class
+    from kikuchipy_cnn.training.kinematical import lattice_matrix
 
-    hall = next(h for h in range(1, 531) if spglib.get_spacegroup_type(h).number == space_group)
-    letter = spglib.get_spacegroup_type(hall).international_short[0]
-    a, b, c, al, be, ga = lattice
-    al, be, ga = np.radians([al, be, ga])
-    v = np.sqrt(1 - np.cos(al) ** 2 - np.cos(be) ** 2 - np.cos(ga) ** 2
-                + 2 * np.cos(al) * np.cos(be) * np.cos(ga))
-    conv = np.array([[a, 0, 0], [b * np.cos(ga), b * np.sin(ga), 0],
-                     [c * np.cos(be), c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga),
-                      c * v / np.sin(ga)]])
-    pos = np.array([[0, 0, 0]] + _CENTRING[letter], float)
+    conv = lattice_matrix(*lattice)
+    pos = np.array([[0, 0, 0]] + _CENTRING[space_group_class(space_group).centring], float)
     prim = spglib.find_primitive((conv, pos, [1] * len(pos)), symprec=1e-4)
     if prim is None:
         raise ValueError(f"no primitive cell for space group {space_group}")

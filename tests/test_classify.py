@@ -170,7 +170,7 @@ def test_warnings_of_the_signal_methods_point_at_the_callers_line(ni, tiny_model
         ni.classify_structure(model=tiny_model, verbose=0, show_progressbar=False)  # pooling defaults: warns
     assert caught and {w.filename for w in caught} == {__file__}
     assert any("no pooling settings" in str(w.message) for w in caught)
-    # the user's filters still apply, once
+    # the user's filters still apply
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.filterwarnings("ignore", message=".*no pooling settings")
