@@ -187,3 +187,26 @@ def test_generate_writes_once_and_resumes(tmp_path):
     again = bs.generate("reflectors", "test", 2, tmp_path, seed=5, overwrite=True, log=None, **kw)
     b, _ = bs.load_band_sets(again)
     np.testing.assert_array_equal(a["normals"], b["normals"])  # seeded
+
+
+def test_rendered_band_sets_from_kinematical_masters_on_the_command_line(tmp_path):
+    """``--masters-dir`` renders any master folder (here a kinematical master,
+    whose dmin is stored in Å, not nm as de-ebsd's)."""
+    from kikuchipy_cnn.training.kinematical import structure_master
+    from kikuchipy_cnn.training.master_patterns import master_path, save_master
+    from kikuchipy_cnn.training.structures import load_structures
+    from kikuchipy_cnn.training.master_patterns import TRAINING_DATA
+
+    s = next(x for x in load_structures(TRAINING_DATA / "structures_seed1.json", "test")
+             if x["joint_class"] == "cF m-3m" and x["n_atoms"] <= 8)  # fmt: skip
+    data, meta = structure_master(s, npx=48)
+    save_master(master_path(tmp_path / "masters", s), data, meta)
+    out = tmp_path / "sets"
+    bs.main(["--source", "rendered", "--split", "test", "--n", "2", "--seed", "1",
+             "--masters-dir", str(tmp_path / "masters"), "--out", str(out)])  # fmt: skip
+    a, settings = bs.load_band_sets(out / "rendered_test.npz")
+    assert settings["masters_dir"] == str(tmp_path / "masters") and settings["n_masters"] == 1
+    assert list(a["structure_id"]) == [s["id"]] * 2
+    np.testing.assert_allclose(a["dmin"], meta["dmin_A"], rtol=1e-6)
+    ang = np.degrees(a["match_angle"][:, :4])
+    assert np.median(ang) < 1.0

@@ -479,7 +479,8 @@ def render_band_sets(
         meta = masters.meta[it["master"]]
         s = structures[meta["id"]]
         energy = float(meta["energy_kev"])
-        dmin = float(meta.get("dmin_nm", 0.05)) * 10
+        # de-ebsd masters store dmin in nm, kinematical ones in Å
+        dmin = float(meta["dmin_nm"]) * 10 if "dmin_nm" in meta else float(meta.get("dmin_A", 0.5))
         arrays["wavelength"][i] = electron_wavelength(energy)
         arrays["energy"][i] = energy
         arrays["pc"][i] = it["pc"]
@@ -913,6 +914,9 @@ def main(argv=None):
     p.add_argument("--fit-error-model", action="store_true",
                    help="fit <out>/error_model.json from <out>/rendered_train.npz (or --fit-from)")
     p.add_argument("--fit-from", nargs="+", default=None)
+    p.add_argument("--masters-dir", default=None,
+                   help="rendered: master-pattern folder with train/val/test subfolders "
+                        "(default models/training-data/masters; e.g. kinematical masters)")
     args = p.parse_args(argv)
     from kikuchipy_cnn.training.master_patterns import TRAINING_DATA
 
@@ -937,7 +941,8 @@ def main(argv=None):
         p.error("--source is required (or --fit-error-model)")
     overrides = {k: v for k, v in (("pc_fraction", args.pc_fraction), ("sigma_pc", args.sigma_pc)) if v is not None}
     generate(args.source, args.split, args.n, out, seed=args.seed, overwrite=args.overwrite, limit=args.limit,
-             structures_file=args.structures, error_model=args.error_model, **overrides)
+             structures_file=args.structures, error_model=args.error_model, masters_dir=args.masters_dir,
+             **overrides)
 
 
 if __name__ == "__main__":

@@ -254,11 +254,17 @@ def write_report(results: dict, rows: dict, out: Path, model: str, seconds: floa
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
 
 
-def eval_band_sets_test(model, source: str = "rendered") -> dict:
+#: Band sets rendered from fine (401 px) kinematical masters of the test
+#: structures (docs/bands.md, "Fine kinematical masters")
+KINEMATICAL_FINE_BAND_SETS = "kinematical-fine"
+
+
+def eval_band_sets_test(model, source: str = "rendered", directory=None) -> dict:
     """Held-out structures (test split) for a band model: the committed band
     sets of :mod:`kikuchipy_cnn.training.band_sets` (``rendered``: dynamical
     patterns through the band detector; ``reflectors``: reflector lists with
-    the fitted error model), features by the inference function."""
+    the fitted error model), features by the inference function.
+    ``directory`` (default the committed band sets) holds ``<source>_test.npz``."""
     from kikuchipy_cnn.bands import BandSet, pixel_angle
     from kikuchipy_cnn.classify import resolve_model
     from kikuchipy_cnn.engine import get_session
@@ -266,7 +272,7 @@ def eval_band_sets_test(model, source: str = "rendered") -> dict:
     from kikuchipy_cnn.training.band_sets import DEFAULT_OUT, load_band_sets
 
     card = resolve_model(model)
-    a, _ = load_band_sets(Path(DEFAULT_OUT) / f"{source}_test.npz")
+    a, _ = load_band_sets(Path(directory or DEFAULT_OUT) / f"{source}_test.npz")
     bs = BandSet(a["normals"], a["strength"], a["width"], a["contrast"], a["valid"])
     x = band_features(bs, a["wavelength"], pixel_angle(a["shape"], a["pc"]))
     p = get_session(card).run(x)["probabilities"]
@@ -283,6 +289,9 @@ def main(argv=None):
     parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--n-dynamical", type=int, default=600)
     parser.add_argument("--n-simulated", type=int, default=4000)
+    parser.add_argument("--fine-kinematical", type=Path, default=None,
+                        help="pixel models: a folder of fine kinematical masters (test/ inside) "
+                             "for one more held-out row")
     args = parser.parse_args(argv)
     t0 = time.time()
     results, rows = {}, {}
@@ -290,8 +299,15 @@ def main(argv=None):
 
     bands = resolve_model(args.model).input_kind == "bands"
     if "a" in args.parts and bands:
+        from kikuchipy_cnn.training.band_sets import DEFAULT_OUT as BAND_SETS
+
         for source in ("rendered", "reflectors"):
             results[f"a. held-out structures, band sets ({source})"] = eval_band_sets_test(args.model, source)
+        fine = Path(BAND_SETS) / KINEMATICAL_FINE_BAND_SETS
+        if (fine / "rendered_test.npz").exists():
+            results["a. held-out structures, band sets (rendered, fine kinematical masters)"] = (
+                eval_band_sets_test(args.model, "rendered", fine)
+            )
     if "a" in args.parts and not bands:
         from kikuchipy_cnn.training.kinematical import DEFAULT_OUT, FITTED_OUT
 
@@ -301,6 +317,10 @@ def main(argv=None):
                 results[f"a. held-out structures, kinematical ({name} bands)"] = eval_simulated_test(
                     args.model, args.n_simulated, directory=directory
                 )
+        if args.fine_kinematical is not None:
+            results["a. held-out structures, fine kinematical masters"] = eval_simulated_test(
+                args.model, args.n_simulated, directory=args.fine_kinematical
+            )
     if "b" in args.parts:
         results["b. ../shared/data"], rows["b. ../shared/data"] = eval_shared(args.model)
     if "c" in args.parts:

@@ -29,7 +29,7 @@ import numpy as np
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, parse_shard, save_master
 
-__all__ = ["kinematical_master_pattern", "lambert_directions", "reflectors", "wavelength"]
+__all__ = ["kinematical_master_pattern", "lambert_directions", "reflectors", "structure_master", "wavelength"]
 
 DEFAULT_OUT = TRAINING_DATA / "kinematical"
 #: Kinematical masters drawn with the band profile fitted to the dynamical
@@ -184,6 +184,31 @@ def kinematical_master_pattern(
     return out.reshape(2, n, n).astype(np.float32)
 
 
+def structure_master(structure: dict, npx: int = 64, band_profile=None) -> tuple[np.ndarray, dict]:
+    """The kinematical master pattern of one structure of a structure file and
+    its metadata, with the beam energy (10-30 kV), dmin (0.45-0.6 Å), Debye-Waller
+    factor and band contrast drawn from the structure's own seed (the same on
+    every run). ``band_profile``: a fitted profile, or None for step bands."""
+    rng = np.random.default_rng([*structure["seed"], 11])
+    energy = float(rng.uniform(10, 30))
+    dmin = float(rng.uniform(0.45, 0.6))
+    bdw = float(rng.uniform(0.3, 1.0))
+    contrast = float(rng.uniform(0.12, 0.38))  # drawn last: step masters unchanged
+    t = time.time()
+    data = kinematical_master_pattern(
+        structure, energy, npx, dmin, bdw, band_profile=band_profile, relative_contrast=contrast
+    )
+    s = structure
+    meta = {
+        "id": s["id"], "split": s["split"], "joint_class": s["joint_class"],
+        "label": JOINT_CLASSES.index(s["joint_class"]), "space_group": s["space_group"],
+        "n_atoms": s["n_atoms"], "lattice": s["lattice"], "energy_kev": energy,
+        "npx": npx, "dmin_A": dmin, "debye_waller_A2": bdw, "source": "kinematical",
+        "band_profile": "fitted" if band_profile is not None else "step", "seconds": time.time() - t,
+    }  # fmt: skip
+    return data, meta
+
+
 def run(
     structures_file, out_dir=None, npx: int = 64, log=sys.stdout, splits=None,
     shard: tuple[int, int] = (0, 1), band_profile: str = "fitted",
@@ -210,22 +235,8 @@ def run(
         path = out_dir / s["split"] / f"{s['id']}.npz"
         if path.exists():
             continue
-        rng = np.random.default_rng([*s["seed"], 11])
-        energy = float(rng.uniform(10, 30))
-        dmin = float(rng.uniform(0.45, 0.6))
-        bdw = float(rng.uniform(0.3, 1.0))
-        contrast = float(rng.uniform(0.12, 0.38))  # drawn last: step masters unchanged
         t = time.time()
-        data = kinematical_master_pattern(
-            s, energy, npx, dmin, bdw, band_profile=profile, relative_contrast=contrast
-        )
-        meta = {
-            "id": s["id"], "split": s["split"], "joint_class": s["joint_class"],
-            "label": JOINT_CLASSES.index(s["joint_class"]), "space_group": s["space_group"],
-            "n_atoms": s["n_atoms"], "lattice": s["lattice"], "energy_kev": energy,
-            "npx": npx, "dmin_A": dmin, "debye_waller_A2": bdw, "source": "kinematical",
-            "band_profile": band_profile, "seconds": time.time() - t,
-        }
+        data, meta = structure_master(s, npx, profile)
         save_master(path, data, meta)
         done += 1
         print(f"{s['id']} {s['split']:5s} {s['joint_class']:9s} {time.time() - t:4.1f} s "
