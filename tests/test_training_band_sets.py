@@ -193,9 +193,8 @@ def test_rendered_band_sets_from_kinematical_masters_on_the_command_line(tmp_pat
     """``--masters-dir`` renders any master folder (here a kinematical master,
     whose dmin is stored in Å, not nm as de-ebsd's)."""
     from kikuchipy_cnn.training.kinematical import structure_master
-    from kikuchipy_cnn.training.master_patterns import master_path, save_master
+    from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, master_path, save_master
     from kikuchipy_cnn.training.structures import load_structures
-    from kikuchipy_cnn.training.master_patterns import TRAINING_DATA
 
     s = next(x for x in load_structures(TRAINING_DATA / "structures_seed1.json", "test")
              if x["joint_class"] == "cF m-3m" and x["n_atoms"] <= 8)  # fmt: skip

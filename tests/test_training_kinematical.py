@@ -142,3 +142,19 @@ def test_run_writes_fitted_and_step_masters_and_resumes(tmp_path):
         assert log.getvalue() == ""
     with pytest.raises(ValueError, match="band_profile must be"):
         run(path, tmp_path / "x", band_profile="smooth")
+
+
+def test_command_line_ids_simulate_only_the_listed_structures(tmp_path):
+    import json
+
+    from kikuchipy_cnn.training.band_profile import STRUCTURE_FILES
+    from kikuchipy_cnn.training.kinematical import main
+    from kikuchipy_cnn.training.structures import load_structures
+
+    small = [s for s in load_structures(STRUCTURE_FILES[1]) if s["n_atoms"] <= 4][:3]
+    path = tmp_path / "structures.json"
+    path.write_text(json.dumps({"version": 1, "structures": small}))
+    (tmp_path / "ids.txt").write_text(f"{small[0]['id']}\n{small[2]['id']}\n")
+    main(["--structures", str(path), "--out", str(tmp_path / "out"), "--npx", "16",
+          "--ids", str(tmp_path / "ids.txt")])  # fmt: skip
+    assert sorted(f.stem for f in (tmp_path / "out").glob("*/*.npz")) == sorted([small[0]["id"], small[2]["id"]])

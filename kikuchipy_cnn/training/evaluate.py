@@ -298,6 +298,9 @@ def main(argv=None):
     from kikuchipy_cnn.classify import resolve_model
 
     bands = resolve_model(args.model).input_kind == "bands"
+    if args.fine_kinematical is not None and bands:
+        parser.error("--fine-kinematical is for pixel models; band models are scored on the committed "
+                     f"band sets in models/training-data/band-sets/{KINEMATICAL_FINE_BAND_SETS}")
     if "a" in args.parts and bands:
         from kikuchipy_cnn.training.band_sets import DEFAULT_OUT as BAND_SETS
 

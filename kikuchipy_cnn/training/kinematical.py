@@ -211,11 +211,12 @@ def structure_master(structure: dict, npx: int = 64, band_profile=None) -> tuple
 
 def run(
     structures_file, out_dir=None, npx: int = 64, log=sys.stdout, splits=None,
-    shard: tuple[int, int] = (0, 1), band_profile: str = "fitted",
+    shard: tuple[int, int] = (0, 1), band_profile: str = "fitted", ids=None,
 ):
     """Compute and save kinematical master patterns of all structures,
     skipping finished ones; ``shard=(i, n)`` takes every n-th structure from
-    the i-th (parallel workers take disjoint shards). ``band_profile`` is
+    the i-th (parallel workers take disjoint shards); ``ids``, a set of
+    structure ids, keeps only those. ``band_profile`` is
     ``"fitted"`` (the stored profile, written to :data:`FITTED_OUT` by
     default) or ``"step"`` (:data:`DEFAULT_OUT`)."""
     from kikuchipy_cnn.training.band_profile import load_profile
@@ -230,7 +231,7 @@ def run(
     done = 0
     t0 = time.time()
     for s in load_structures(structures_file)[shard[0] :: shard[1]]:
-        if splits and s["split"] not in splits:
+        if (splits and s["split"] not in splits) or (ids is not None and s["id"] not in ids):
             continue
         path = out_dir / s["split"] / f"{s['id']}.npz"
         if path.exists():
@@ -252,9 +253,12 @@ def main(argv=None):
     p.add_argument("--shard", type=parse_shard, default=(0, 1), help="I/N: this worker's share of N")
     p.add_argument("--band-profile", choices=("fitted", "step"), default="fitted",
                    help="band profile fitted to the dynamical masters, or kinematical steps")
+    p.add_argument("--ids", type=Path, default=None,
+                   help="a text file of structure ids, one per line: only those")
     args = p.parse_args(argv)
+    ids = set(args.ids.read_text().split()) if args.ids else None
     run(args.structures, args.out, args.npx, splits=set(args.splits.split(",")), shard=args.shard,
-        band_profile=args.band_profile)
+        band_profile=args.band_profile, ids=ids)
 
 
 if __name__ == "__main__":
