@@ -198,7 +198,7 @@ def structure_master(structure: dict, npx: int = 64, band_profile=None) -> tuple
     data = kinematical_master_pattern(
         structure, energy, npx, dmin, bdw, band_profile=band_profile, relative_contrast=contrast
     )
-    s = structure
+    s = structure  # short name for the table below
     meta = {
         "id": s["id"], "split": s["split"], "joint_class": s["joint_class"],
         "label": JOINT_CLASSES.index(s["joint_class"]), "space_group": s["space_group"],
