@@ -154,6 +154,9 @@ MIN_WIDTH_PX = 2.5
 
 #: Where the band sets are written and read by default (models/training-data/band-sets)
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "models" / "training-data" / "band-sets"
+#: Held-out band sets rendered from fine (401 px) kinematical masters of test
+#: structures, with their structure ids (docs/bands.md, "Fine kinematical masters")
+KINEMATICAL_FINE = DEFAULT_OUT / "kinematical-fine"
 
 STRUCTURE_FILES = ("structures_seed0.json", "structures_seed1.json")
 SOURCES = ("rendered", "reflectors")

@@ -254,11 +254,6 @@ def write_report(results: dict, rows: dict, out: Path, model: str, seconds: floa
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
 
 
-#: Band sets rendered from fine (401 px) kinematical masters of the test
-#: structures (docs/bands.md, "Fine kinematical masters")
-KINEMATICAL_FINE_BAND_SETS = "kinematical-fine"
-
-
 def eval_band_sets_test(model, source: str = "rendered", directory=None) -> dict:
     """Held-out structures (test split) for a band model: the committed band
     sets of :mod:`kikuchipy_cnn.training.band_sets` (``rendered``: dynamical
@@ -300,13 +295,12 @@ def main(argv=None):
     bands = resolve_model(args.model).input_kind == "bands"
     if args.fine_kinematical is not None and bands:
         parser.error("--fine-kinematical is for pixel models; band models are scored on the committed "
-                     f"band sets in models/training-data/band-sets/{KINEMATICAL_FINE_BAND_SETS}")
+                     "band sets in models/training-data/band-sets/kinematical-fine")
     if "a" in args.parts and bands:
-        from kikuchipy_cnn.training.band_sets import DEFAULT_OUT as BAND_SETS
+        from kikuchipy_cnn.training.band_sets import KINEMATICAL_FINE as fine
 
         for source in ("rendered", "reflectors"):
             results[f"a. held-out structures, band sets ({source})"] = eval_band_sets_test(args.model, source)
-        fine = Path(BAND_SETS) / KINEMATICAL_FINE_BAND_SETS
         if (fine / "rendered_test.npz").exists():
             results["a. held-out structures, band sets (rendered, fine kinematical masters)"] = (
                 eval_band_sets_test(args.model, "rendered", fine)
