@@ -129,6 +129,8 @@ __all__ = [
     "match_bands",
     "reflector_band_sets",
     "render_band_sets",
+    "render_patterns",
+    "rendered_plan",
     "save_band_sets",
     "trace_visible",
 ]
@@ -442,6 +444,29 @@ def _fill_truth(arrays, i, normals, valid, refl, nd, vis):
 # (a) rendered
 
 
+def render_patterns(masters, items: list[dict], rng) -> np.ndarray:
+    """The ``(n, rows, columns)`` float32 patterns of items of one shape (see
+    :func:`render_band_sets`): projected from their masters with the true
+    pattern centre, then degraded (``rng`` draws the noise)."""
+    from kikuchipy_cnn.training.projection import DetectorGeometry, detector_directions, project_many
+    from kikuchipy_cnn.training.realism import degrade
+
+    shape = tuple(items[0]["shape"])
+    if not all(tuple(it["shape"]) == shape for it in items):
+        raise ValueError("render_patterns needs items of one shape")
+    stacks = masters.stacks()
+    pats = np.empty((len(items), *shape), np.float32)
+    for i, it in enumerate(items):
+        g = DetectorGeometry(shape, *it["true_pc"], *it["tilts"])
+        stack, pos = stacks[masters.masters[it["master"]].shape]
+        p = project_many(stack, np.array([pos[it["master"]]]), np.asarray(it["quaternion"])[None],
+                         detector_directions(g, shape), shape)
+        if it["realism"] is not None:
+            p = degrade(p, [it["realism"]], rng, binning=1.0)
+        pats[i] = p[0]
+    return pats
+
+
 def render_band_sets(
     masters, structures: dict, items: list[dict], rng, n_bands: int = K
 ) -> dict:
@@ -449,26 +474,13 @@ def render_band_sets(
     ``{"master", "shape", "pc", "true_pc", "quaternion", "tilts",
     "realism" (dict or None)}``."""
     from kikuchipy_cnn.bands import detect_bands, electron_wavelength
-    from kikuchipy_cnn.training.projection import DetectorGeometry, detector_directions, project_many
-    from kikuchipy_cnn.training.realism import degrade
 
     n = len(items)
     arrays = empty_arrays(n)
     if n == 0:
         return arrays
     shape = tuple(items[0]["shape"])
-    assert all(tuple(it["shape"]) == shape for it in items)
-    stacks = masters.stacks()
-    pats = np.empty((n, *shape), np.float32)
-    for i, it in enumerate(items):
-        tp = it["true_pc"]
-        g = DetectorGeometry(shape, *tp, *it["tilts"])
-        stack, pos = stacks[masters.masters[it["master"]].shape]
-        p = project_many(stack, np.array([pos[it["master"]]]), np.asarray(it["quaternion"])[None],
-                         detector_directions(g, shape), shape)
-        if it["realism"] is not None:
-            p = degrade(p, [it["realism"]], rng, binning=1.0)
-        pats[i] = p[0]
+    pats = render_patterns(masters, items, rng)
     pcs = np.array([it["pc"] for it in items])
     b = detect_bands(pats, pcs, n_bands=n_bands)
     k = min(n_bands, K)
@@ -780,6 +792,25 @@ def _parts_dir(out, source, split) -> Path:
     return Path(out) / ".parts" / f"{source}_{split}"
 
 
+def _rng(seed: int, source: str, split: str, shard: int | None = None):
+    """The generator of a split (``shard=None``: draws its items) or of one of
+    its shards (draws the shard's degradation or band sets)."""
+    key = [seed, {"rendered": 1, "reflectors": 2}[source], {"train": 0, "val": 1, "test": 2}[split]]
+    return np.random.default_rng(key if shard is None else key + [1000 + shard])
+
+
+def rendered_plan(masters, n_per: int, rng, settings: dict, shard_size: int = 400):
+    """Items of a rendered split (:func:`render_band_sets`) and its shards:
+    lists of item indices of one shape, in the order the band sets are stored."""
+    items = _rendered_items(masters, n_per, rng, settings)
+    order = sorted(range(len(items)), key=lambda j: (items[j]["shape"], j))
+    shards = []
+    for shp in sorted({tuple(it["shape"]) for it in items}):
+        idx = [j for j in order if tuple(items[j]["shape"]) == shp]
+        shards += [idx[a : a + shard_size] for a in range(0, len(idx), shard_size)]
+    return items, shards
+
+
 def generate(
     source: str, split: str, n_per: int, out, seed: int = 0, overwrite: bool = False,
     masters_dir=None, structures_file=None, error_model=None, limit: int | None = None,
@@ -798,8 +829,7 @@ def generate(
     settings = {**default_settings(source), **overrides}
     settings.update({"source": source, "split": split, "n_per": n_per, "seed": seed, "limit": limit})
     version = code_version()  # of the code that runs, read before it can change
-    codes = {"rendered": 1, "reflectors": 2}, {"train": 0, "val": 1, "test": 2}
-    rng = np.random.default_rng([seed, codes[0][source], codes[1][split]])
+    rng = _rng(seed, source, split)
     if source == "rendered":
         structures = structure_index()
         from kikuchipy_cnn.training.projection import MasterSet
@@ -808,12 +838,7 @@ def generate(
         masters = MasterSet(masters_dir, split, limit=limit)
         settings["masters_dir"] = str(masters_dir)
         settings["n_masters"] = len(masters)
-        items = _rendered_items(masters, n_per, rng, settings)
-        order = sorted(range(len(items)), key=lambda j: (items[j]["shape"], j))
-        shards = []
-        for shp in sorted({tuple(it["shape"]) for it in items}):
-            idx = [j for j in order if tuple(items[j]["shape"]) == shp]
-            shards += [idx[a : a + shard_size] for a in range(0, len(idx), shard_size)]
+        items, shards = rendered_plan(masters, n_per, rng, settings, shard_size)
     else:
         from kikuchipy_cnn.training.structures import load_structures
 
@@ -844,7 +869,7 @@ def generate(
         path = parts / f"part-{si:04d}.npz"
         if path.exists():
             continue
-        srng = np.random.default_rng([seed, codes[0][source], codes[1][split], 1000 + si])
+        srng = _rng(seed, source, split, si)
         t = time.time()
         if source == "rendered":
             arrays = render_band_sets(masters, structures, [items[j] for j in idx], srng)
