@@ -71,6 +71,13 @@ def test_train_evaluate_and_export(feature_files, tmp_path):
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
     with pytest.raises(FileExistsError):
         band_model.export(tmp_path / "run" / "checkpoint.pt", tmp_path / "export", "t", "0", x)
+    # the card written beside a fresh export loads, verifies and offers band saliency
+    from kikuchipy_cnn.card import ModelCard
+
+    card = ModelCard.from_file(band_model.write_card(tmp_path / "run", tmp_path / "model", "t", "0", "cmd", x,
+                                                     band_sets="test sets"))
+    card.verify_weights()
+    assert card.saliency_methods == ("bands",) and card.data["training_data"]["band_sets"] == "test sets"
 
 
 def test_overlapping_structures_are_refused(feature_files, tmp_path):

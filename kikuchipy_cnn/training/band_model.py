@@ -297,9 +297,15 @@ def export(checkpoint, out_dir, name: str, version: str, test_features=None) -> 
     return export_mlp(checkpoint, Path(out_dir) / "model.onnx", "features", test_features)
 
 
-def write_card(run_dir, out_dir, name: str, version: str, command: str, test_features) -> Path:
+#: The band sets the bundled band model is trained on (for its card)
+BAND_SETS = "models/training-data/band-sets (rendered_train, reflectors_train)"
+
+
+def write_card(run_dir, out_dir, name: str, version: str, command: str, test_features,
+               band_sets: str = BAND_SETS) -> Path:
     """Export the run's model to ``out_dir`` (ONNX + test tensors) and write its
-    card (input kind ``bands``) with the run's evaluation."""
+    card (input kind ``bands``, band saliency) with the run's evaluation;
+    ``band_sets`` describes the training band sets."""
     from kikuchipy_cnn.card import sha256_of
     from kikuchipy_cnn.crystal_map import DEFAULT_COLOURS
     from kikuchipy_cnn.symmetry import joint_class_info
@@ -331,11 +337,11 @@ def write_card(run_dir, out_dir, name: str, version: str, command: str, test_fea
         "outputs": {"probabilities": "probabilities"},
         "temperature": ev["temperature"],
         "classes": [{**joint_class_info(c), "colour": DEFAULT_COLOURS[c]} for c in JOINT_CLASSES],
-        "saliency": [],
+        "saliency": ["bands"],
         "min_score": 0.0,
         "test": {"input": "test_input.npy", "output": "test_output.npy", "tolerance": 1e-4},
         "training_data": {
-            "band_sets": "models/training-data/band-sets (rendered_train, reflectors_train)",
+            "band_sets": band_sets,
             "n_train": ev["n_train"], "n_val": ev["n_val"],
             "splits": "by crystal structure (structures_seed1.json / master-pattern splits)",
         },
@@ -395,10 +401,11 @@ def main(argv=None):
     c.add_argument("--version", required=True)
     c.add_argument("--test-features", required=True, help="feature file; its first 8 rows are the test tensor")
     c.add_argument("--command", default="", help="the training command, for the card")
+    c.add_argument("--band-sets", default=BAND_SETS, help="the training band sets, for the card")
     args = ap.parse_args(argv)
     if args.cmd == "card":
         x = load_features([args.test_features])["features"][:8]
-        print(f"wrote {write_card(args.run, args.out, args.name, args.version, args.command, x)}")
+        print(f"wrote {write_card(args.run, args.out, args.name, args.version, args.command, x, args.band_sets)}")
     if args.cmd == "featurize":
         for p in args.inputs:
             out = Path(args.out_dir) / (Path(p).stem + ".features.npz")
