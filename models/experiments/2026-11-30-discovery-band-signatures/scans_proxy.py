@@ -1,0 +1,112 @@
+"""Phase discovery from band evidence (issue 14), on rendered scans.
+
+Each scan: G grains, one pattern each, one detector and one set of degradation
+parameters for the scan (``training.scans.render_scan``, as the pooling fit and
+the discovery benchmark render them). Single-phase scans: G grains of one
+held-out structure; two-phase scans: G/2 + G/2 of two. Grain signatures:
+
+- ``d-spacings``: histogram of log d of the bands whose width was measured,
+  d = lambda / (2 sin(w/2)) with the pattern's own beam energy (in a real scan all
+  phases share it; the masters here were simulated at 10-30 kV each);
+- ``zones``: the zone-symmetry aggregates (../2026-11-30-zone-symmetry-features).
+
+Per scan the signatures are standardised and split by 2-means; a scan is split when
+the R^2 beats the 98th percentile of the single-phase scans' (2 % false splits).
+
+python scans_proxy.py MASTERS_DIR SPLIT N_SCANS GRAINS
+"""
+import json, sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "2026-11-30-zone-symmetry-features"))
+sys.path.insert(0, str(HERE))
+import zones  # noqa: E402
+from proxy import LOGD_EDGES, r2_2means  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from kikuchipy_cnn.bands import BandSet, detect_bands, electron_wavelength, pixel_angle  # noqa: E402
+from kikuchipy_cnn.features import band_features  # noqa: E402
+from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info  # noqa: E402
+from kikuchipy_cnn.training.projection import MasterSet  # noqa: E402
+from kikuchipy_cnn.training.scans import render_scan  # noqa: E402
+
+
+SESS = ort.InferenceSession("models/kcnn-bands-mlp/model.onnx", providers=["CPUExecutionProvider"])
+
+
+def signatures(masters, grain_master, rng):
+    g = len(grain_master)
+    raw, geom = render_scan(masters, np.asarray(grain_master), np.arange(g).reshape(1, g), rng)
+    pats = raw.reshape(g, *raw.shape[2:])
+    pc = np.array([geom.pcx, geom.pcy, geom.pcz])
+    b = detect_bands(pats, pc, n_bands=24)
+    dh = np.zeros((g, len(LOGD_EDGES)))
+    zs = np.zeros((g, 11))
+    for i in range(g):
+        lam = electron_wavelength(float(masters.meta[grain_master[i]]["energy_kev"]))
+        w = b.width[i][b.valid[i] & np.isfinite(b.width[i])]
+        if len(w):
+            d = np.log(lam / (2 * np.sin(w / 2)))
+            h, _ = np.histogram(np.clip(d, LOGD_EDGES[0], LOGD_EDGES[-1] - 1e-9), LOGD_EDGES)
+            dh[i, :-1] = h / len(w)
+        dh[i, -1] = len(w) / max(b.valid[i].sum(), 1)
+        z = zones.pattern_zone_features(pats[i], pc, b.normals[i], b.valid[i], b.strength[i])[-11:]
+        zs[i] = np.where(np.isfinite(z), z, -1.0)
+    lp = np.zeros((g, len(JOINT_CLASSES)))
+    for i in range(g):
+        one = BandSet(*(np.asarray(f)[i : i + 1] for f in b))
+        lam = electron_wavelength(float(masters.meta[grain_master[i]]["energy_kev"]))
+        x = band_features(one, lam, pixel_angle(pats.shape[1:], pc)).astype(np.float32)
+        lp[i] = np.log(np.clip(SESS.run(None, {SESS.get_inputs()[0].name: x})[0][0], 1e-4, 1))
+    return {"verdicts (log p)": lp, "d-spacings": dh, "zones": zs, "d-spacings + zones": np.hstack([dh, zs]),
+            "log p + d-spacings": np.hstack([lp, dh]), "log p + d-spacings + zones": np.hstack([lp, dh, zs])}, \
+        min(pats.shape[1:])
+
+
+def kind(masters, a, b):
+    la, lb = (joint_class_info(masters.meta[m]["joint_class"]) for m in (a, b))
+    if la["bravais_lattice"] == lb["bravais_lattice"]:
+        return "same Bravais lattice"
+    return "same system" if la["crystal_system"] == lb["crystal_system"] else "different system"
+
+
+def main(masters_dir, split, n_scans, grains):
+    masters = MasterSet(masters_dir, split)
+    rng = np.random.default_rng(3)
+    rows = []
+    for s in range(2 * n_scans):
+        two = s % 2 == 1
+        a, b = rng.choice(len(masters), 2, replace=False)
+        gm = [a] * grains if not two else [a] * (grains // 2) + [b] * (grains - grains // 2)
+        sig, size = signatures(masters, gm, rng)
+        truth = np.array([m == b for m in gm], float)
+        row = {"two": two, "kind": kind(masters, a, b) if two else "single", "size": size}
+        for name, x in sig.items():
+            r2, lab = r2_2means(x, rng)
+            row[name] = (float(r2), float(max((lab == truth).mean(), (lab != truth).mean())))
+        rows.append(row)
+        print(s, row["kind"], size, {k: round(v[0], 2) for k, v in row.items() if isinstance(v, tuple)}, flush=True)
+    out = {}
+    for name in ("verdicts (log p)", "d-spacings", "zones", "d-spacings + zones", "log p + d-spacings",
+                 "log p + d-spacings + zones"):
+        single = np.array([r[name][0] for r in rows if not r["two"]])
+        bar = float(np.percentile(single, 98))
+        res = {"bar (98th percentile, single)": round(bar, 3)}
+        for kd in ("different system", "same system", "same Bravais lattice"):
+            sel = [r for r in rows if r["kind"] == kd]
+            found = [r[name][0] > bar for r in sel]
+            pur = [r[name][1] for r, f in zip(sel, found) if f]
+            res[kd] = {"n": len(sel), "found": round(float(np.mean(found)), 3) if sel else None,
+                       "grains right when found": round(float(np.mean(pur)), 3) if pur else None}
+        allf = [r[name][0] > bar for r in rows if r["two"]]
+        res["all two-phase found"] = round(float(np.mean(allf)), 3)
+        out[name] = res
+        print(name, res, flush=True)
+    tag = Path(masters_dir).name + f"-{split}-{grains}"
+    (HERE / f"scans-{tag}.json").write_text(json.dumps({"summary": out, "scans": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
