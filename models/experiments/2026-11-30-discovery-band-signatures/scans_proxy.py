@@ -13,7 +13,8 @@ held-out structure; two-phase scans: G/2 + G/2 of two. Grain signatures:
 Per scan the signatures are standardised and split by 2-means; a scan is split when
 the R^2 beats the 98th percentile of the single-phase scans' (2 % false splits).
 
-python scans_proxy.py MASTERS_DIR SPLIT N_SCANS GRAINS
+python scans_proxy.py MASTERS_DIR SPLIT N_SCANS GRAINS [PER_GRAIN]
+(with PER_GRAIN: the d-spacings only, averaged over PER_GRAIN patterns per grain)
 """
 import json, sys
 from pathlib import Path
@@ -24,7 +25,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "2026-11-30-zone-symmetry-features"))
 sys.path.insert(0, str(HERE))
 import zones  # noqa: E402
-from proxy import LOGD_EDGES, r2_2means  # noqa: E402
+from proxy import d_histogram, r2_2means  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from kikuchipy_cnn.bands import BandSet, detect_bands, electron_wavelength, pixel_angle  # noqa: E402
 from kikuchipy_cnn.features import band_features  # noqa: E402
@@ -36,29 +37,41 @@ from kikuchipy_cnn.training.scans import render_scan  # noqa: E402
 SESS = ort.InferenceSession("models/kcnn-bands-mlp/model.onnx", providers=["CPUExecutionProvider"])
 
 
+def _wavelengths(masters, master_ids):
+    """Each pattern's own wavelength (its master's beam energy)."""
+    return np.array([electron_wavelength(float(masters.meta[int(m)]["energy_kev"])) for m in master_ids])
+
+
+def d_only(masters, grain_master, per_grain, rng):
+    """``d-spacings`` alone, each grain's histogram averaged over its ``per_grain``
+    patterns (one orientation, own noise), as discovery averages a grain."""
+    g = len(grain_master)
+    grain = np.repeat(np.arange(g), per_grain)
+    raw, geom = render_scan(masters, np.asarray(grain_master), grain.reshape(1, -1), rng)
+    pats = raw.reshape(len(grain), *raw.shape[2:])
+    pc = np.array([geom.pcx, geom.pcy, geom.pcz])
+    b = detect_bands(pats, pc, n_bands=24)
+    dh = d_histogram(b.width, b.valid, _wavelengths(masters, np.asarray(grain_master)[grain]))
+    per = np.stack([dh[grain == k].mean(0) for k in range(g)])
+    return {"d-spacings": per}, min(pats.shape[1:])
+
+
 def signatures(masters, grain_master, rng):
     g = len(grain_master)
     raw, geom = render_scan(masters, np.asarray(grain_master), np.arange(g).reshape(1, g), rng)
     pats = raw.reshape(g, *raw.shape[2:])
     pc = np.array([geom.pcx, geom.pcy, geom.pcz])
     b = detect_bands(pats, pc, n_bands=24)
-    dh = np.zeros((g, len(LOGD_EDGES)))
+    wl = _wavelengths(masters, grain_master)
+    dh = d_histogram(b.width, b.valid, wl)
     zs = np.zeros((g, 11))
     for i in range(g):
-        lam = electron_wavelength(float(masters.meta[grain_master[i]]["energy_kev"]))
-        w = b.width[i][b.valid[i] & np.isfinite(b.width[i])]
-        if len(w):
-            d = np.log(lam / (2 * np.sin(w / 2)))
-            h, _ = np.histogram(np.clip(d, LOGD_EDGES[0], LOGD_EDGES[-1] - 1e-9), LOGD_EDGES)
-            dh[i, :-1] = h / len(w)
-        dh[i, -1] = len(w) / max(b.valid[i].sum(), 1)
         z = zones.pattern_zone_features(pats[i], pc, b.normals[i], b.valid[i], b.strength[i])[-11:]
         zs[i] = np.where(np.isfinite(z), z, -1.0)
     lp = np.zeros((g, len(JOINT_CLASSES)))
     for i in range(g):
         one = BandSet(*(np.asarray(f)[i : i + 1] for f in b))
-        lam = electron_wavelength(float(masters.meta[grain_master[i]]["energy_kev"]))
-        x = band_features(one, lam, pixel_angle(pats.shape[1:], pc)).astype(np.float32)
+        x = band_features(one, wl[i], pixel_angle(pats.shape[1:], pc)).astype(np.float32)
         lp[i] = np.log(np.clip(SESS.run(None, {SESS.get_inputs()[0].name: x})[0][0], 1e-4, 1))
     return {"verdicts (log p)": lp, "d-spacings": dh, "zones": zs, "d-spacings + zones": np.hstack([dh, zs]),
             "log p + d-spacings": np.hstack([lp, dh]), "log p + d-spacings + zones": np.hstack([lp, dh, zs])}, \
@@ -72,7 +85,7 @@ def kind(masters, a, b):
     return "same system" if la["crystal_system"] == lb["crystal_system"] else "different system"
 
 
-def main(masters_dir, split, n_scans, grains):
+def main(masters_dir, split, n_scans, grains, per_grain=None):
     masters = MasterSet(masters_dir, split)
     rng = np.random.default_rng(3)
     rows = []
@@ -80,7 +93,7 @@ def main(masters_dir, split, n_scans, grains):
         two = s % 2 == 1
         a, b = rng.choice(len(masters), 2, replace=False)
         gm = [a] * grains if not two else [a] * (grains // 2) + [b] * (grains - grains // 2)
-        sig, size = signatures(masters, gm, rng)
+        sig, size = signatures(masters, gm, rng) if per_grain is None else d_only(masters, gm, per_grain, rng)
         truth = np.array([m == b for m in gm], float)
         row = {"two": two, "kind": kind(masters, a, b) if two else "single", "size": size}
         for name, x in sig.items():
@@ -89,8 +102,9 @@ def main(masters_dir, split, n_scans, grains):
         rows.append(row)
         print(s, row["kind"], size, {k: round(v[0], 2) for k, v in row.items() if isinstance(v, tuple)}, flush=True)
     out = {}
-    for name in ("verdicts (log p)", "d-spacings", "zones", "d-spacings + zones", "log p + d-spacings",
-                 "log p + d-spacings + zones"):
+    for name in rows[0]:
+        if not isinstance(rows[0][name], tuple):
+            continue
         single = np.array([r[name][0] for r in rows if not r["two"]])
         bar = float(np.percentile(single, 98))
         res = {"bar (98th percentile, single)": round(bar, 3)}
@@ -104,9 +118,9 @@ def main(masters_dir, split, n_scans, grains):
         res["all two-phase found"] = round(float(np.mean(allf)), 3)
         out[name] = res
         print(name, res, flush=True)
-    tag = Path(masters_dir).name + f"-{split}-{grains}"
+    tag = Path(masters_dir).name + f"-{split}-{grains}" + ("" if per_grain is None else f"x{per_grain}")
     (HERE / f"scans-{tag}.json").write_text(json.dumps({"summary": out, "scans": rows}, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else None)

@@ -25,8 +25,8 @@ SETS = {
 sess = ort.InferenceSession("models/kcnn-bands-mlp/model.onnx", providers=["CPUExecutionProvider"])
 
 
-def load(name):
-    fp, zp = SETS[name]
+def load_pair(fp, zp):
+    """Band features, zone features and the shipped model's probabilities of one set."""
     d = BM.load_features([fp])
     z = np.load(zp)
     assert (z["label"] == d["label"]).all() and (z["structure_id"] == d["structure_id"]).all()
@@ -35,7 +35,7 @@ def load(name):
             "y": d["label"], "big": d["shape"].min(1) >= 120, "sid": d["structure_id"]}
 
 
-D = {k: load(k) for k in SETS}
+D = {}  # filled by main
 cat = lambda names, key: np.concatenate([D[n][key] for n in names])
 VARIANTS = {
     "band features": ["base"], "zone features": ["zone"], "band + zone features": ["base", "zone"],
@@ -80,6 +80,7 @@ def fit(keys, seed=0):
 
 
 if __name__ == "__main__":
+    D.update({k: load_pair(*SETS[k]) for k in SETS})
     res = {}
     for t in ["fine_test", "coarse_test"]:
         res[("shipped kcnn-bands-mlp 0.2.1", t)] = BM._levels_accuracy(D[t]["p"], D[t]["y"])

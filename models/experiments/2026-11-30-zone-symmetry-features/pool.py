@@ -12,7 +12,6 @@ import json, sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss
 
@@ -21,6 +20,9 @@ from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training import band_model as BM
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from fit import load_pair  # noqa: E402
+
 SETS = {
     "kin_train": ("cache/band-features-kin/rendered_train.features.npz", "cache/zone/kin_train.npz"),
     "bags_train": ("cache/bags/rendered/rendered_train.features.npz", "cache/zone/bags_train.npz"),
@@ -29,18 +31,13 @@ SETS = {
     "fine_test": ("cache/band-features-kinfine/rendered_test.features.npz", "cache/zone/fine_test.npz"),
     "bags_test": ("cache/bags/rendered/rendered_test.features.npz", "cache/zone/bags_test.npz"),
 }
-sess = ort.InferenceSession("models/kcnn-bands-mlp/model.onnx", providers=["CPUExecutionProvider"])
 AGG = slice(-11, None)  # zone aggregates (zones.feature_names()[-11:])
 
 
 def load(name):
-    fp, zp = SETS[name]
-    d = BM.load_features([fp])
-    z = np.load(zp)
-    assert (z["label"] == d["label"]).all() and (z["structure_id"] == d["structure_id"]).all()
-    p = sess.run(None, {sess.get_inputs()[0].name: d["features"].astype(np.float32)})[0]
-    return {"base": d["features"], "zone": z["zone"][:, AGG], "logp": np.log(np.clip(p, 1e-6, 1)),
-            "y": d["label"], "sid": d["structure_id"]}
+    d = load_pair(*SETS[name])
+    d["zone"] = d["zone"][:, AGG]
+    return d
 
 
 def pooled_zone(z):
