@@ -13,8 +13,9 @@ held-out structure; two-phase scans: G/2 + G/2 of two. Grain signatures:
 Per scan the signatures are standardised and split by 2-means; a scan is split when
 the R^2 beats the 98th percentile of the single-phase scans' (2 % false splits).
 
-python scans_proxy.py MASTERS_DIR SPLIT N_SCANS GRAINS [PER_GRAIN]
-(with PER_GRAIN: the d-spacings only, averaged over PER_GRAIN patterns per grain)
+python scans_proxy.py MASTERS_DIR SPLIT N_SCANS GRAINS [PER_GRAIN] [--same-energy]
+(with PER_GRAIN: the d-spacings only, averaged over PER_GRAIN patterns per grain;
+--same-energy: the two phases of a two-phase scan within 2 kV of each other)
 """
 import json, sys
 from pathlib import Path
@@ -37,6 +38,9 @@ from kikuchipy_cnn.training.scans import render_scan  # noqa: E402
 SESS = ort.InferenceSession("models/kcnn-bands-mlp/model.onnx", providers=["CPUExecutionProvider"])
 
 
+SAME_ENERGY = "--same-energy" in sys.argv
+
+
 def _wavelengths(masters, master_ids):
     """Each pattern's own wavelength (its master's beam energy)."""
     return np.array([electron_wavelength(float(masters.meta[int(m)]["energy_kev"])) for m in master_ids])
@@ -53,7 +57,7 @@ def d_only(masters, grain_master, per_grain, rng):
     b = detect_bands(pats, pc, n_bands=24)
     dh = d_histogram(b.width, b.valid, _wavelengths(masters, np.asarray(grain_master)[grain]))
     per = np.stack([dh[grain == k].mean(0) for k in range(g)])
-    return {"d-spacings": per}, min(pats.shape[1:])
+    return {"d-spacings": per, "d-spacings, no share bin": per[:, :-1]}, min(pats.shape[1:])
 
 
 def signatures(masters, grain_master, rng):
@@ -92,10 +96,15 @@ def main(masters_dir, split, n_scans, grains, per_grain=None):
     for s in range(2 * n_scans):
         two = s % 2 == 1
         a, b = rng.choice(len(masters), 2, replace=False)
+        if SAME_ENERGY:  # control: the two phases within 2 kV (a real scan has one energy)
+            kv = np.array([float(m["energy_kev"]) for m in masters.meta])
+            near = np.flatnonzero((np.abs(kv - kv[a]) <= 2.0) & (np.arange(len(kv)) != a))
+            b = rng.choice(near) if len(near) else b
         gm = [a] * grains if not two else [a] * (grains // 2) + [b] * (grains - grains // 2)
         sig, size = signatures(masters, gm, rng) if per_grain is None else d_only(masters, gm, per_grain, rng)
         truth = np.array([m == b for m in gm], float)
-        row = {"two": two, "kind": kind(masters, a, b) if two else "single", "size": size}
+        row = {"two": two, "kind": kind(masters, a, b) if two else "single", "size": size,
+               "kv": [float(masters.meta[m]["energy_kev"]) for m in ((a, b) if two else (a,))]}
         for name, x in sig.items():
             r2, lab = r2_2means(x, rng)
             row[name] = (float(r2), float(max((lab == truth).mean(), (lab != truth).mean())))
@@ -118,9 +127,11 @@ def main(masters_dir, split, n_scans, grains, per_grain=None):
         res["all two-phase found"] = round(float(np.mean(allf)), 3)
         out[name] = res
         print(name, res, flush=True)
-    tag = Path(masters_dir).name + f"-{split}-{grains}" + ("" if per_grain is None else f"x{per_grain}")
+    tag = (Path(masters_dir).name + f"-{split}-{grains}" + ("" if per_grain is None else f"x{per_grain}")
+           + ("-same-energy" if SAME_ENERGY else ""))
     (HERE / f"scans-{tag}.json").write_text(json.dumps({"summary": out, "scans": rows}, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else None)
+    args = [a for a in sys.argv[1:] if a != "--same-energy"]
+    main(args[0], args[1], int(args[2]), int(args[3]), int(args[4]) if len(args) > 4 else None)

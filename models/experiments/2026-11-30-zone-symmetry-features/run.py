@@ -38,6 +38,7 @@ def main(path, masters_dir, out, check=False):
                                                    arrays["strength"][g])
         pos += len(its)
         print(f"shard {si + 1}/{len(shards)} {pats.shape} {pos}/{len(feats)} {time.time() - t0:.0f} s", flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, zone=feats, names=np.array(zones.feature_names()), label=arrays["label"],
              structure_id=arrays["structure_id"], shape=arrays["shape"])
 
