@@ -209,3 +209,17 @@ def test_rendered_band_sets_from_kinematical_masters_on_the_command_line(tmp_pat
     np.testing.assert_allclose(a["dmin"], meta["dmin_A"], rtol=1e-6)
     ang = np.degrees(a["match_angle"][:, :4])
     assert np.median(ang) < 1.0
+    # the stored sets' patterns can be rendered again from their settings (same
+    # draws, same shards): their bands come out the same
+    from kikuchipy_cnn.bands import detect_bands
+    from kikuchipy_cnn.training.projection import MasterSet
+
+    masters = MasterSet(tmp_path / "masters", "test")
+    items, shards = bs.rendered_plan(masters, 2, bs.split_rng(1, "rendered", "test"), settings)
+    order = [j for shard in shards for j in shard]
+    np.testing.assert_allclose([items[j]["quaternion"] for j in order], a["quaternion"])
+    normals = []
+    for si, shard in enumerate(shards):  # one shape per shard
+        pats = bs.render_patterns(masters, [items[j] for j in shard], bs.split_rng(1, "rendered", "test", si))
+        normals.append(detect_bands(pats, np.array([items[j]["pc"] for j in shard]), n_bands=bs.K).normals)
+    np.testing.assert_allclose(np.concatenate(normals)[a["valid"]], a["normals"][a["valid"]], atol=1e-6)

@@ -132,6 +132,7 @@ __all__ = [
     "render_patterns",
     "rendered_plan",
     "save_band_sets",
+    "split_rng",
     "trace_visible",
 ]
 
@@ -792,7 +793,7 @@ def _parts_dir(out, source, split) -> Path:
     return Path(out) / ".parts" / f"{source}_{split}"
 
 
-def _rng(seed: int, source: str, split: str, shard: int | None = None):
+def split_rng(seed: int, source: str, split: str, shard: int | None = None):
     """The generator of a split (``shard=None``: draws its items) or of one of
     its shards (draws the shard's degradation or band sets)."""
     key = [seed, {"rendered": 1, "reflectors": 2}[source], {"train": 0, "val": 1, "test": 2}[split]]
@@ -829,7 +830,7 @@ def generate(
     settings = {**default_settings(source), **overrides}
     settings.update({"source": source, "split": split, "n_per": n_per, "seed": seed, "limit": limit})
     version = code_version()  # of the code that runs, read before it can change
-    rng = _rng(seed, source, split)
+    rng = split_rng(seed, source, split)
     if source == "rendered":
         structures = structure_index()
         from kikuchipy_cnn.training.projection import MasterSet
@@ -869,7 +870,7 @@ def generate(
         path = parts / f"part-{si:04d}.npz"
         if path.exists():
             continue
-        srng = _rng(seed, source, split, si)
+        srng = split_rng(seed, source, split, si)
         t = time.time()
         if source == "rendered":
             arrays = render_band_sets(masters, structures, [items[j] for j in idx], srng)

@@ -7,13 +7,13 @@ from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
 from kikuchipy_cnn.bands import _gnomonic_matrix, pixel_directions
 arrays, settings = BS.load_band_sets("models/training-data/band-sets/kinematical-fine/rendered_test.npz")
 masters = MasterSet("cache/kin-fine", "test")
-items, shards = BS.rendered_plan(masters, settings["n_per"], BS._rng(0,"rendered","test"), settings)
+items, shards = BS.rendered_plan(masters, settings["n_per"], BS.split_rng(0,"rendered","test"), settings)
 rows=[]
 pos=0
 for si,idx in enumerate(shards):
     its=[items[j] for j in idx]
     if min(its[0]["shape"])<120: pos+=len(its); continue
-    pats = BS.render_patterns(masters, its, BS._rng(0,"rendered","test",si))
+    pats = BS.render_patterns(masters, its, BS.split_rng(0,"rendered","test",si))
     for i,it in enumerate(its):
         g=pos+i; sysn=joint_class_info(JOINT_CLASSES[arrays["label"][g]])["crystal_system"]
         if sysn not in ("cubic","tetragonal","hexagonal","trigonal"): continue

@@ -19,12 +19,12 @@ def main(path, masters_dir, out, check=False):
     split, seed, n_per = settings["split"], settings["seed"], settings["n_per"]
     masters = MasterSet(masters_dir, split, limit=settings.get("limit"))
     assert len(masters) == settings["n_masters"], (len(masters), settings["n_masters"])
-    items, shards = BS.rendered_plan(masters, n_per, BS._rng(seed, "rendered", split), settings)
+    items, shards = BS.rendered_plan(masters, n_per, BS.split_rng(seed, "rendered", split), settings)
     feats = np.full((len(arrays["normals"]), len(zones.feature_names())), np.nan)
     pos, t0 = 0, time.time()
     for si, idx in enumerate(shards):
         its = [items[j] for j in idx]
-        pats = BS.render_patterns(masters, its, BS._rng(seed, "rendered", split, si))
+        pats = BS.render_patterns(masters, its, BS.split_rng(seed, "rendered", split, si))
         q = np.array([it["quaternion"] for it in its])
         assert np.allclose(q, arrays["quaternion"][pos: pos + len(its)]), "draws differ from the stored set"
         if check and si == 0:
