@@ -21,14 +21,11 @@ from kikuchipy_cnn.training import band_model as BM
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fit import load_pair  # noqa: E402
+from fit import SETS as FIT_SETS, load_pair  # noqa: E402
 
-SETS = {
-    "kin_train": ("cache/band-features-kin/rendered_train.features.npz", "cache/zone/kin_train.npz"),
+SETS = {  # fit.py's sets, with the 12- and 20-orientation coarse renders for bags
+    **{k: FIT_SETS[k] for k in ("kin_train", "kin_val", "coarse_val", "fine_test")},
     "bags_train": ("cache/bags/rendered/rendered_train.features.npz", "cache/zone/bags_train.npz"),
-    "kin_val": ("cache/band-features-kin/rendered_val.features.npz", "cache/zone/kin_val.npz"),
-    "coarse_val": ("cache/band-features/rendered_val.features.npz", "cache/zone/coarse_val.npz"),
-    "fine_test": ("cache/band-features-kinfine/rendered_test.features.npz", "cache/zone/fine_test.npz"),
     "bags_test": ("cache/bags/rendered/rendered_test.features.npz", "cache/zone/bags_test.npz"),
 }
 AGG = slice(-11, None)  # zone aggregates (zones.feature_names()[-11:])
