@@ -13,6 +13,14 @@ Scan kinds:
 - same lattice: two structures of one Bravais lattice with different cells;
 - three: three structures of different crystal systems.
 
+The structures of a multi-phase scan were simulated within ``--kv`` (1 kV) of each
+other and the scan carries the first one's beam energy, as a real scan has one; the
+masters were simulated at 10-30 kV each, and unmatched pairs let band widths tell
+phases apart by their energy (measured: ``models/experiments/2026-11-30-discovery-
+band-signatures``). ``--masters DIR`` renders from other master patterns (e.g. fine kinematical
+ones, ``python -m kikuchipy_cnn.training.kinematical ... --npx 200 --out
+cache/kin-fine``: ``docs/bands.md``).
+
 Each scan is classified with ``pool="none"`` and ``pool="phases"`` (same run, same
 process, alternating order) and scored: phases found = phases present (fraction of
 scans), fraction of patterns in the right phase (discovered phases matched to true
@@ -22,7 +30,9 @@ per-pattern accuracy and the pooled accuracy with the true phases given (oracle
 grouping; pooled by detected grains, as ``pool="phases"`` pools, and by patterns). ``--split val`` runs the same on validation structures (for calibrating
 the discovery constants in ``kikuchipy_cnn.phases``); ``--calibrate`` also prints
 the R² of the first 2-means split of every single-phase scan (``SPLIT_R2`` is the
-bar) and the neighbour similarities within and across grains.
+bar), for every kind of scan how many first splits pass the bar at a grid of ``a``
+(single: false splits; the others: second phases seen), and the neighbour
+similarities within and across grains.
 
     python benchmarks/phase_discovery.py [--rows 20 --cols 20 --grains 20] [--seed 3]
 
@@ -46,36 +56,71 @@ from kikuchipy_cnn.training.scans import grain_layout, render_scan, scan_signal
 LEVELS = ("crystal_system", "bravais_lattice", "laue_class", "joint")
 
 
+def _partner(pool, first_kv, kvs, kv, rng):
+    """A master of ``pool`` simulated within ``kv`` kV of ``first_kv`` (one
+    scan has one beam energy), or None."""
+    near = [i for i in pool if abs(kvs[i] - first_kv) <= kv]
+    return int(rng.choice(near)) if near else None
+
+
+def _matched(pools, kvs, kv, rng, tries=50):
+    """One master from each of ``pools`` (distinct), all within ``kv`` kV of
+    the first; None if no such draw is found in ``tries``."""
+    for _ in range(tries):
+        first = int(rng.choice(pools[0]))
+        picks = [first]
+        for pool in pools[1:]:
+            p = _partner([i for i in pool if i not in picks], kvs[first], kvs, kv, rng)
+            if p is None:
+                break
+            picks.append(p)
+        else:
+            return picks
+    return None
+
+
 def scan_plans(masters, args, rng) -> list[tuple[str, list[int]]]:
-    """(kind, master indices) of every scan."""
+    """(kind, master indices) of every scan. The phases of a multi-phase scan
+    were simulated within ``args.kv`` kV of each other: the scan carries one
+    beam energy (``training.scans.scan_signal``), and band widths read at
+    another energy than a master's own would tell its phase apart for a
+    reason no real scan has."""
     from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
 
     lab = [JOINT_CLASSES[i] for i in masters.labels]
     info = [joint_class_info(x) for x in lab]
+    kvs = [float(m["energy_kev"]) for m in masters.meta]
     by = lambda f: [i for i in range(len(lab)) if f(i)]  # noqa: E731
     fcc, bcc = by(lambda i: lab[i] == "cF m-3m"), by(lambda i: lab[i] == "cI m-3m")
     cubic = by(lambda i: info[i]["crystal_system"] == "cubic")
     hexa = by(lambda i: info[i]["crystal_system"] == "hexagonal")
-    lattices = {}
+    lattices, systems = {}, {}
     for i in range(len(lab)):
         lattices.setdefault(info[i]["bravais_lattice"], []).append(i)
+        systems.setdefault(info[i]["crystal_system"], []).append(i)
     same = [v for v in lattices.values() if len(v) >= 2]
-    plans = []
+    plans, missed = [], {}
     for _ in range(args.single):
         plans += [("single", [i]) for i in range(len(lab))]
     for _ in range(args.pairs):
+        kinds = []
         if fcc and bcc:
-            plans.append(("fcc+bcc", [int(rng.choice(fcc)), int(rng.choice(bcc))]))
+            kinds.append(("fcc+bcc", [fcc, bcc]))
         if cubic and hexa:
-            plans.append(("cubic+hex", [int(rng.choice(cubic)), int(rng.choice(hexa))]))
+            kinds.append(("cubic+hex", [cubic, hexa]))
         if same:
-            pair = rng.choice(same[int(rng.integers(len(same)))], 2, replace=False)
-            plans.append(("same lattice", [int(p) for p in pair]))
-        systems = {}
-        for i in range(len(lab)):
-            systems.setdefault(info[i]["crystal_system"], []).append(i)
+            v = same[int(rng.integers(len(same)))]
+            kinds.append(("same lattice", [v, v]))
         three = rng.choice(sorted(systems), 3, replace=False)
-        plans.append(("three", [int(rng.choice(systems[s])) for s in three]))
+        kinds.append(("three", [systems[x] for x in three]))
+        for kind, pools in kinds:
+            picks = _matched(pools, kvs, args.kv, rng)
+            if picks is None:
+                missed[kind] = missed.get(kind, 0) + 1
+            else:
+                plans.append((kind, picks))
+    for kind, n in missed.items():
+        print(f"  {kind}: {n} scan(s) left out, no masters within {args.kv:g} kV of each other")
     return plans
 
 
@@ -201,6 +246,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="kcnn-resnet-s")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--masters", default=None, metavar="DIR",
+                    help="master patterns (default: the data engine's, "
+                    "kikuchipy_cnn.training.master_patterns.DEFAULT_CACHE)")
+    ap.add_argument("--kv", type=float, default=1.0,
+                    help="the phases of a multi-phase scan are simulated within this many kV")
     ap.add_argument("--rows", type=int, default=20)
     ap.add_argument("--cols", type=int, default=20)
     ap.add_argument("--grains", type=int, default=20, help="Voronoi seeds per scan")
@@ -219,16 +269,17 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     card = resolve_model(args.model)
-    masters = MasterSet(DEFAULT_CACHE, args.split)
+    masters = MasterSet(args.masters or DEFAULT_CACHE, args.split)
     if args.figure:
         return figure(args.figure, masters, card, args)
     rng = np.random.default_rng(args.seed)
     plans = scan_plans(masters, args, rng)
     print(f"{len(plans)} scans of {args.rows} x {args.cols} patterns, ~{args.grains} grains, "
-          f"{args.split} structures, model {card.name} {card.version}")
+          f"{args.split} structures of {args.masters or DEFAULT_CACHE}, model {card.name} {card.version}, "
+          f"discovery signatures {', '.join(card.pool_signatures)}")
     rows = {}
     t_none = t_phases = 0.0
-    r2_single, sim_in, sim_out = [], [], []
+    r2_first, sim_in, sim_out = {}, [], []
     for k, (kind, mids) in enumerate(plans):
         grain = grain_layout(args.rows, args.cols, args.grains, rng)
         gphase = assign_phases(grain, len(mids), rng)
@@ -274,12 +325,17 @@ def main(argv=None):
             r["oracle_patterns"].append(level_hits(oracle[0], classes, truth))
             r["pattern"].append(np.mean([level_hits(q, classes, truth) for q in probs[sel]], axis=0))
         if args.calibrate:
-            from kikuchipy_cnn.classify import sketch_preprocessing
+            from kikuchipy_cnn.classify import _band_input, detector_geometry, sketch_preprocessing
             from kikuchipy_cnn.phases import discover_phases, pattern_sketches, pattern_spectra
             from kikuchipy_cnn.preprocessing import preprocess
 
             xin, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), sketch_preprocessing(card))
             sk = pattern_sketches(xin, valid)
+            dsp = None
+            if "d_spacings" in card.pool_signatures:
+                pcs, wavelength = detector_geometry(s, grain.shape)
+                dsp = _band_input(raw.reshape(-1, *raw.shape[2:]), pcs.reshape(-1, 3), wavelength, card,
+                                  None)[3]
             ok = np.isfinite(probs).all(axis=1)
             g = grain.ravel()
             for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
@@ -288,10 +344,10 @@ def main(argv=None):
                 sim = np.einsum("ij,ij->i", sk[ia], sk[ib])
                 sim_in += list(sim[g[ia] == g[ib]])
                 sim_out += list(sim[g[ia] != g[ib]])
-            if kind == "single":
-                d = discover_phases(probs, sk, grain.shape, ok, spectra=pattern_spectra(xin, valid),
-                                    split_r2=(0.0, 0.0), max_phases=2)
-                r2_single.append((d.split_r2[0] if d.split_r2 else 0.0, d.n_grains))
+            d = discover_phases(probs, sk, grain.shape, ok, spectra=pattern_spectra(xin, valid),
+                                d_spacings=dsp, signatures=card.pool_signatures,
+                                split_r2=(0.0, 0.0), max_phases=2)
+            r2_first.setdefault(kind, []).append((d.split_r2[0] if d.split_r2 else 0.0, d.n_grains))
         if (k + 1) % 20 == 0:
             print(f"  {k + 1} scans, {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -314,15 +370,19 @@ def main(argv=None):
     if not args.phases_only:
         print(f"\npool='phases' / pool='none' time: {t_phases / t_none:.3f} "
               f"({t_phases:.1f} s / {t_none:.1f} s)")
-    if args.calibrate and r2_single:
-        r2, ng = np.array(r2_single).T
-        print(f"single-phase first-split R²: quantiles 50/90/95/99/max "
-              f"{np.round(np.quantile(r2, [0.5, 0.9, 0.95, 0.99, 1.0]), 3).tolist()}; grains "
-              f"50/90 % {np.quantile(ng, [0.5, 0.9]).tolist()}")
+    if args.calibrate and r2_first:
+        if "single" in r2_first:
+            r2, ng = np.array(r2_first["single"]).T
+            print(f"single-phase first-split R²: quantiles 50/90/95/99/max "
+                  f"{np.round(np.quantile(r2, [0.5, 0.9, 0.95, 0.99, 1.0]), 3).tolist()}; grains "
+                  f"50/90 % {np.quantile(ng, [0.5, 0.9]).tolist()}")
         b = card.pool_split_r2[1]
-        print(f"single-phase scans split at bar a + {b:g} / n_grains: "
-              + ", ".join(f"a={a:.2f}: {int((r2 >= a + b / np.maximum(ng, 1)).sum())}"
-                          for a in np.arange(0.2, 0.62, 0.04)) + f" (of {len(r2)})")
+        for kind, first in r2_first.items():  # single: false splits; the others: a second phase seen
+            r2, ng = np.array(first).T
+            # (the first split alone, before the min_patterns / min_grains checks)
+            print(f"{kind} scans whose first split passes a + {b:g} / n_grains: "
+                  + ", ".join(f"a={a:.2f}: {int((r2 >= a + b / np.maximum(ng, 1)).sum())}"
+                              for a in np.arange(0.08, 0.62, 0.04)) + f" (of {len(r2)})")
         si, so = np.array(sim_in), np.array(sim_out)
         print(f"neighbour similarity within grains: quantiles 1/5/50 % "
               f"{np.round(np.quantile(si, [0.01, 0.05, 0.5]), 3).tolist()}; across grains "

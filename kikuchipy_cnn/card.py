@@ -188,6 +188,18 @@ class ModelCard:
         return float(a), float(b)
 
     @property
+    def pool_signatures(self) -> tuple[str, ...]:
+        """The grain signatures by which ``classify_structure(pool="phases")``
+        tells phases apart (:func:`~kikuchipy_cnn.phases.discover_phases`,
+        names of :data:`kikuchipy_cnn.phases.SIGNATURES`): the card's optional
+        ``pooling: {signatures: [...]}``, chosen for the model with its split
+        bar, else :data:`kikuchipy_cnn.phases.DEFAULT_SIGNATURES`."""
+        from kikuchipy_cnn.phases import DEFAULT_SIGNATURES
+
+        pooling = self.data.get("pooling") or {}
+        return tuple(str(x) for x in pooling.get("signatures", DEFAULT_SIGNATURES))
+
+    @property
     def pooled_model(self) -> "Path | None":
         """Path of the card's pooled-evidence model (``pooling: {model: file,
         sha256: ..., version: ...}``; band models only), or None. With one,
@@ -320,12 +332,15 @@ class ModelCard:
 
     def _validate_pooling(self, pooling, where):
         """The optional ``pooling`` mapping: ``tempering`` (a number >= 0)
-        and/or ``split_r2`` (two numbers), and for band models a pooled
+        and/or ``split_r2`` (two numbers), ``signatures`` (names of
+        :data:`kikuchipy_cnn.phases.SIGNATURES`; ``d_spacings`` for band
+        models only), and for band models a pooled
         model (``model``: ONNX file, ``sha256``, ``version``:
         :data:`kikuchipy_cnn.features.POOLED_VERSION`); nothing else."""
         from kikuchipy_cnn.features import POOLED_VERSION
+        from kikuchipy_cnn.phases import SIGNATURES
 
-        keys = {"tempering", "split_r2", "model", "sha256", "version"}
+        keys = {"tempering", "split_r2", "signatures", "model", "sha256", "version"}
         bad = not isinstance(pooling, dict) or not pooling or set(pooling) - keys
         try:
             if not bad and "tempering" in pooling:
@@ -334,6 +349,10 @@ class ModelCard:
             if not bad and "split_r2" in pooling:
                 ab = np.asarray(pooling["split_r2"], dtype=np.float64)
                 bad = ab.shape != (2,) or not np.isfinite(ab).all()
+            if not bad and "signatures" in pooling:
+                sig = pooling["signatures"]
+                bad = (not isinstance(sig, list) or not sig or len(set(sig)) != len(sig)
+                       or not set(sig) <= set(SIGNATURES))
             if not bad and {"model", "sha256", "version"} & set(pooling):
                 bad = not (isinstance(pooling.get("model"), str)
                            and isinstance(pooling.get("sha256"), str)
@@ -345,9 +364,15 @@ class ModelCard:
             raise ModelCardError(
                 f"{where}: pooling must be a mapping with 'tempering' (a finite number >= 0, the "
                 "beta of kikuchipy_cnn.phases.pool_probabilities) and/or 'split_r2' (two numbers "
-                "[a, b], see kikuchipy_cnn.phases.SPLIT_R2) and/or, for band models, a pooled "
+                "[a, b], see kikuchipy_cnn.phases.SPLIT_R2) and/or 'signatures' (a list of distinct "
+                f"names of {list(SIGNATURES)}) and/or, for band models, a pooled "
                 "model: 'model' (ONNX file), 'sha256' and 'version' (all three), "
                 f"not {pooling!r}"
+            )
+        if "d_spacings" in pooling.get("signatures", ()) and self.input_kind != "bands":
+            raise ModelCardError(
+                f"{where}: the 'd_spacings' signature reads the widths of detected bands; "
+                f"this card's input kind is {self.input_kind!r}, not 'bands'"
             )
         if "model" in pooling:
             if self.input_kind != "bands":

@@ -79,13 +79,24 @@ def _sketch_length(card) -> int:
     return sketch_length(sketch_preprocessing(card).size)
 
 
+def _d_spacing_columns(card) -> int:
+    """Columns of a pattern's d-spacing histogram among its discovery
+    inputs: :data:`kikuchipy_cnn.phases.DSPACING_BINS` when the card's
+    discovery signatures name ``"d_spacings"``, else 0."""
+    from kikuchipy_cnn.phases import DSPACING_BINS
+
+    return DSPACING_BINS if "d_spacings" in card.pool_signatures else 0
+
+
 def sketch_columns(card) -> int:
     """float32 columns that hold one pattern's discovery inputs: its radial
-    spectrum (:func:`kikuchipy_cnn.phases.pattern_spectra`) and its sketch
+    spectrum (:func:`kikuchipy_cnn.phases.pattern_spectra`), its d-spacing
+    histogram if the card's signatures use it
+    (:func:`kikuchipy_cnn.phases.d_spacing_histogram`) and its sketch
     (:func:`kikuchipy_cnn.phases.pattern_sketches`, as float16 pairs)."""
     from kikuchipy_cnn.phases import SPECTRUM_BINS
 
-    return SPECTRUM_BINS + (_sketch_length(card) + 1) // 2
+    return SPECTRUM_BINS + _d_spacing_columns(card) + (_sketch_length(card) + 1) // 2
 
 
 def _pack_sketches(sk: np.ndarray, columns: int) -> np.ndarray:
@@ -96,18 +107,21 @@ def _pack_sketches(sk: np.ndarray, columns: int) -> np.ndarray:
     return half.view(np.float32)
 
 
-def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray]:
-    """The spectra and float32 sketches from the :func:`sketch_columns`
-    columns of :func:`_classify_chunk`."""
+def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The spectra, d-spacing histograms (None unless the card's signatures
+    use them) and float32 sketches from the :func:`sketch_columns` columns
+    of :func:`_classify_chunk`."""
     from kikuchipy_cnn.phases import SPECTRUM_BINS
 
     m = _sketch_length(card)
+    nd = _d_spacing_columns(card)
     spectra = np.array(packed[:, :SPECTRUM_BINS], dtype=np.float32)
+    d_spacings = np.array(packed[:, SPECTRUM_BINS : SPECTRUM_BINS + nd], dtype=np.float64) if nd else None
     # a float16 view of the packed columns (rows contiguous), widened once
-    half = packed[:, SPECTRUM_BINS:]
+    half = packed[:, SPECTRUM_BINS + nd :]
     if half.strides[-1] != half.itemsize:
         half = np.ascontiguousarray(half)
-    return spectra, half.view(np.float16)[:, :m].astype(np.float32)
+    return spectra, d_spacings, half.view(np.float16)[:, :m].astype(np.float32)
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
@@ -117,10 +131,12 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
 
     Returns ``(n, n_classes + 1)``: probabilities (NaN where excluded or
     unusable) and a last column that is 1 for unusable patterns; with
-    ``sketch=True`` followed by each pattern's packed sketch
-    (:func:`kikuchipy_cnn.phases.pattern_spectra` and
+    ``sketch=True`` followed by each pattern's discovery inputs
+    (:func:`sketch_columns`: :func:`kikuchipy_cnn.phases.pattern_spectra`,
+    if the card's signatures use them the band d-spacings
+    :func:`~kikuchipy_cnn.phases.d_spacing_histogram`, and
     :func:`~kikuchipy_cnn.phases.pattern_sketches` of the preprocessed
-    pattern, for discovering phases; 0 where not classified); with
+    pattern, packed; 0 where not classified); with
     ``cells=True`` (band models) followed by each pattern's lattice rebuilt
     from its band directions (9 values: the Niggli cell, rows the basis
     vectors; NaN where none or not classified); with ``features=True`` (band
@@ -132,6 +148,7 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     card = _card(card_path)
     n = patterns.shape[0]
     ncol = sketch_columns(card) if sketch else 0
+    nd = _d_spacing_columns(card) if sketch else 0
     nfeat = card.input_shape[1] if features else 0
     ncell = 9 if cells else 0
     out = np.full((n, len(card.classes) + 1 + ncol + ncell + nfeat), np.nan, dtype=np.float32)
@@ -140,7 +157,8 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     if keep.size == 0:
         return out
     if card.input_kind == "bands":
-        x, valid, cell = _band_input(patterns[keep], per_pattern[keep], wavelength, card, static_background)
+        x, valid, cell, dsp = _band_input(patterns[keep], per_pattern[keep], wavelength, card,
+                                          static_background)
     else:
         x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
     session = get_session(card, providers)
@@ -160,8 +178,10 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
                 x = x[valid]
             first = len(card.classes) + 1
             out[good, first : first + SPECTRUM_BINS] = pattern_spectra(x)
-            out[good, first + SPECTRUM_BINS : first + ncol] = _pack_sketches(pattern_sketches(x),
-                                                                             ncol - SPECTRUM_BINS)
+            if nd:
+                out[good, first + SPECTRUM_BINS : first + SPECTRUM_BINS + nd] = dsp[valid]
+            out[good, first + SPECTRUM_BINS + nd : first + ncol] = _pack_sketches(
+                pattern_sketches(x), ncol - SPECTRUM_BINS - nd)
     out[keep[~valid], len(card.classes)] = 1
     return out
 
@@ -189,19 +209,23 @@ def band_sets(patterns, pcs, card, static_background):
 
 def _band_input(patterns, pcs, wavelength, card, static_background):
     """Band features of patterns (:func:`band_sets`), which patterns are
-    usable (finite, not constant) and each pattern's lattice rebuilt from its
+    usable (finite, not constant), each pattern's lattice rebuilt from its
     band directions (``(n, 3, 3)``, NaN where none: ``band_features(cells=)``,
-    same pass)."""
+    same pass) and the d-spacing histogram of its bands
+    (:func:`kikuchipy_cnn.phases.d_spacing_histogram`, NaN where none)."""
     from kikuchipy_cnn.features import band_features
+    from kikuchipy_cnn.phases import DSPACING_BINS, d_spacing_histogram
 
     bands, valid, angles = band_sets(patterns, pcs, card, static_background)
     feats = np.zeros((len(valid), card.input_shape[1]), dtype=np.float32)
     cells = np.full((len(valid), 3, 3), np.nan)
+    d_spacings = np.full((len(valid), DSPACING_BINS), np.nan)
     if bands is not None:
         found = np.full((int(valid.sum()), 3, 3), np.nan)
         feats[valid] = band_features(bands, wavelength, angles, cells=found)
         cells[valid] = found
-    return feats, valid, cells
+        d_spacings[valid] = d_spacing_histogram(bands.width, bands.valid, wavelength)
+    return feats, valid, cells, d_spacings
 
 
 #: kikuchipy's pattern centre when none is known (Bruker convention)
@@ -614,9 +638,12 @@ def classify_structure(
         (see :mod:`kikuchipy_cnn.phases` and ``docs/phases.md``). Grains
         are found from the similarity of neighbouring patterns (sketches of
         the preprocessed patterns computed in the same pass: the data are
-        read once), grains are grouped into phases by their mean class
-        log-probabilities and radial power spectra
-        (:func:`~kikuchipy_cnn.phases.discover_phases`),
+        read once), grains are grouped into phases by the signatures the
+        card names (``pooling: {signatures: [...]}``, else
+        :data:`~kikuchipy_cnn.phases.DEFAULT_SIGNATURES`): their mean class
+        log-probabilities, radial power spectra and, for band models, the
+        histograms of their bands' d-spacings read off the band widths with
+        the beam energy (:func:`~kikuchipy_cnn.phases.discover_phases`),
         and each phase's patterns are pooled with
         :func:`~kikuchipy_cnn.phases.pool_probabilities` (tempering from the
         card's ``pooling: {tempering: β}``, else
@@ -799,8 +826,9 @@ def classify_structure(
                 stacklevel=user_stacklevel(),
             )
         first = n_classes + 1
-        spectra, sketches = unpack_sketches(out[:, first : first + sketch_columns(card)], card)
+        spectra, d_spacings, sketches = unpack_sketches(out[:, first : first + sketch_columns(card)], card)
         discovery = discover_phases(probs, sketches, nav_shape, classified, spectra=spectra,
+                                    d_spacings=d_spacings, signatures=card.pool_signatures,
                                     split_r2=card.pool_split_r2)
         pooled = None
         if evidence:
@@ -815,7 +843,8 @@ def classify_structure(
             cells=cells,
         )
         if verbose:
-            print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s))\n"
+            print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s), "
+                  f"told apart by {', '.join(card.pool_signatures)})\n"
                   + "\n".join("    " + line for line in repr(xmap.pooled_phases).splitlines()))
     else:
         xmap = build_crystal_map(

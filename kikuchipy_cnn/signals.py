@@ -54,7 +54,7 @@ class _ClassLabel:
                 # pattern's PC it used is not known here, so no class is named
                 return None, _SLICED
             i = int(np.ravel_multi_index(tuple(indices[::-1]), nav)) if nav and len(pcs) > 1 else 0
-            x, valid, _ = _band_input(data[None], pcs[i : i + 1], self.wavelength, card, bg)
+            x, valid, *_ = _band_input(data[None], pcs[i : i + 1], self.wavelength, card, bg)
         else:
             x, valid = preprocess(data[None], card.preprocessing, bg)
         if not valid[0]:

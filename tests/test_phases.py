@@ -218,12 +218,13 @@ def test_unpacked_sketches_are_the_packed_ones_without_a_copy_of_the_packed_bloc
     out[:, 30 + SPECTRUM_BINS : 30 + ncol] = _pack_sketches(sk, ncol - SPECTRUM_BINS)
     tracemalloc.start()
     try:
-        got_spectra, got = unpack_sketches(out[:, 30:-2], card)
+        got_spectra, got_d, got = unpack_sketches(out[:, 30:-2], card)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     np.testing.assert_array_equal(got, sk)
     np.testing.assert_array_equal(got_spectra, spectra)
+    assert got_d is None  # a pixel model's card names no d-spacing signature
     assert got.dtype == np.float32 and peak < 1.2 * (got.nbytes + got_spectra.nbytes)
 
 
@@ -277,6 +278,56 @@ def test_discovery_leaves_out_unusable_patterns():
     d = discover_phases(probs, sk, (20, 20), usable, spectra=sp)
     assert d.phase[5] == d.phase[7] == d.grain[5] == d.grain[7] == -1
     assert (d.phase[usable & np.isfinite(probs).all(1)] >= 0).all()
+
+
+def test_d_spacing_histogram_reads_d_from_width_and_beam_energy():
+    from kikuchipy_cnn.bands import electron_wavelength
+    from kikuchipy_cnn.phases import DSPACING_BINS, DSPACING_RANGE, d_spacing_histogram
+
+    lam = electron_wavelength(20.0)
+    edges = np.geomspace(*DSPACING_RANGE, DSPACING_BINS + 1)
+    d = np.array([2.03, 2.03, 1.245, 0.3, 9.0])  # the last two outside the range: end bins
+    w = 2 * np.arcsin(lam / (2 * d))
+    widths = np.vstack([w, w, np.full(5, np.nan)])
+    valid = np.ones((3, 5), bool)
+    valid[1, :2] = False  # bands not found are not counted
+    h = d_spacing_histogram(widths, valid, lam)
+    want = np.zeros(DSPACING_BINS)
+    for x in d:
+        want[np.clip(np.searchsorted(edges, x) - 1, 0, DSPACING_BINS - 1)] += 0.2
+    np.testing.assert_allclose(h[0], want)
+    assert h[0, 0] == pytest.approx(0.2) and h[0, -1] == pytest.approx(0.2)
+    np.testing.assert_allclose(h[1].sum(), 1.0)
+    assert h[1][np.searchsorted(edges, 2.03) - 1] == 0  # both 2.03 Å bands were not found
+    assert np.isnan(h[2]).all()  # no width measured: says nothing
+    # another beam energy moves the same widths to other d-spacings
+    assert not np.allclose(d_spacing_histogram(widths[:1], valid[:1], electron_wavelength(10.0)), h[:1])
+
+
+def test_discovery_by_d_spacings_alone_ignores_patterns_without_widths():
+    rng = np.random.default_rng(4)
+    # one verdict for both phases, different d-spacings: only the d-spacings tell them apart
+    means = np.hstack([np.tile(rng.normal(0, 2, (1, 23)), (2, 1)), rng.normal(0, 2, (2, 16))])
+    found = {sig: 0 for sig in (("probabilities",), ("d_spacings",), ("probabilities", "d_spacings"))}
+    for _ in range(5):
+        probs, sk, _, true, _ = _synthetic_scan(rng, means[:, :23], noise=0.3)
+        dsp = means[true, 23:] + 0.5 * rng.normal(size=(400, 16))
+        dsp[rng.random(400) < 0.3] = np.nan  # patterns whose widths could not be measured
+        for sig in found:
+            d = discover_phases(probs, sk, (20, 20), d_spacings=dsp, signatures=sig)
+            if d.n_phases == 2:
+                found[sig] += 1
+                assert max(np.mean(d.phase == true), np.mean(d.phase == 1 - true)) >= 0.95
+    assert found[("probabilities",)] <= 1 and found[("d_spacings",)] == 5
+    assert found[("probabilities", "d_spacings")] >= 4
+    # no widths anywhere (60 px patterns): the block says nothing, no split, no error
+    d = discover_phases(probs, sk, (20, 20), d_spacings=np.full((400, 16), np.nan),
+                        signatures=("probabilities", "d_spacings"))
+    assert d.n_phases == 1 and d.n_grains >= 15
+    with pytest.raises(ValueError, match="not given"):
+        discover_phases(probs, sk, (20, 20), signatures=("d_spacings",))
+    with pytest.raises(ValueError, match="signatures must name"):
+        discover_phases(probs, sk, (20, 20), signatures=("widths",))
 
 
 # ------------------------------------------------ classify_structure(pool=...)
@@ -531,9 +582,15 @@ def test_card_pooling_settings_are_optional_read_and_validated(tmp_path, tiny_ca
         path.write_text(yaml.safe_dump({**data, "pooling": pooling}))
         return ModelCard.from_file(path)
 
-    for bad in ({"tempering": -1}, {"tempering": "x"}, {"split_r2": [0.4]}, {"beta": 1}, [0.5], {}):
+    for bad in ({"tempering": -1}, {"tempering": "x"}, {"split_r2": [0.4]}, {"beta": 1}, [0.5], {},
+                {"signatures": []}, {"signatures": "spectra"}, {"signatures": ["spectra", "spectra"]},
+                {"signatures": ["widths"]}):
         with pytest.raises(ModelCardError, match="pooling must be a mapping"):
             card_with(bad)
+    with pytest.raises(ModelCardError, match="d_spacings.*not 'bands'"):
+        card_with({"signatures": ["d_spacings"]})  # a pixel model has no bands
+    assert card_with({"signatures": ["spectra"]}).pool_signatures == ("spectra",)
+    assert plain.pool_signatures == ("probabilities", "spectra")
     s, _ = render([FCC_LARGE], seed=0)
     default = _classify(s, model=plain, min_score=0)
     card = card_with({"tempering": 0.0, "split_r2": [0.0, 0.0]})
@@ -542,6 +599,55 @@ def test_card_pooling_settings_are_optional_read_and_validated(tmp_path, tiny_ca
     assert xmap.pooled_phases.tempering == 0.0 and default.pooled_phases.tempering == POOL_TEMPERING
     # no bar: the single phase is cut up
     assert len(xmap.pooled_phases.names) > len(default.pooled_phases.names)
+
+
+def test_band_cards_d_spacing_signature_reaches_discovery_lazily_and_masked(tiny_band_card_path, tmp_path,
+                                                                          monkeypatch):
+    import shutil
+
+    import yaml
+    from scipy.ndimage import zoom
+
+    from kikuchipy_cnn import phases
+    from kikuchipy_cnn.card import ModelCard
+    from kikuchipy_cnn.classify import _band_input, detector_geometry
+
+    ni = kp.data.nickel_ebsd_small()
+    # 180 x 180 px: bands wide enough for their widths to be measured
+    from kikuchipy.detectors import EBSDDetector
+
+    big = kp.signals.EBSD(np.stack([zoom(p.astype(np.float32), 3, order=1)
+                                    for p in ni.data.reshape(9, 60, 60)]).reshape(3, 3, 180, 180))
+    det = ni.detector
+    big.detector = EBSDDetector(shape=(180, 180), pc=det.pc_average, convention="bruker",
+                                sample_tilt=det.sample_tilt, tilt=det.tilt)
+    big.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    d = tmp_path / "bands"
+    shutil.copytree(tiny_band_card_path.parent, d)
+    data = yaml.safe_load((d / "card.yaml").read_text())
+    (d / "card.yaml").write_text(yaml.safe_dump(
+        {**data, "pooling": {"tempering": 0.5, "split_r2": [0.4, 1.7], "signatures": ["d_spacings", "spectra"]}}))
+    card = ModelCard.from_file(d / "card.yaml")
+    seen = []
+    real = phases.discover_phases
+
+    def spy(*args, **kw):
+        seen.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(phases, "discover_phases", spy)
+    pcs, lam = detector_geometry(big, (3, 3))
+    want = _band_input(big.data.reshape(9, 180, 180), pcs.reshape(9, 3), lam, card, None)[3]
+    assert np.isfinite(want).all(axis=1).sum() >= 6  # widths measured in most patterns
+    mask = np.zeros((3, 3), bool)
+    mask[0, 1] = True
+    for s in (big, big.as_lazy()):
+        xmap = _classify(s, model=card, min_score=0, navigation_mask=mask)
+        kw = seen.pop()
+        assert kw["signatures"] == ("d_spacings", "spectra")
+        keep = ~mask.ravel()
+        np.testing.assert_allclose(kw["d_spacings"][keep], want[keep], rtol=1e-6)
+        assert (xmap.prop["phase_index"] >= 0).sum() == 8
 
 
 def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_band_card_path,
@@ -625,7 +731,7 @@ def test_sketch_length_without_sketching_and_the_preprocessing_mask(monkeypatch,
     monkeypatch.setattr(phases, "pattern_sketches", no_sketching)
     m = phases.sketch_length(card.preprocessing.size)
     assert sketch_columns(card) == phases.SPECTRUM_BINS + (m + 1) // 2
-    assert unpack_sketches(np.zeros((3, sketch_columns(card)), np.float32), card)[1].shape == (3, m)
+    assert unpack_sketches(np.zeros((3, sketch_columns(card)), np.float32), card)[2].shape == (3, m)
 
 
 def test_pool_evidence_runs_the_pooled_model_on_each_groups_pooled_features(tiny_pooled_band_card_path):
@@ -719,7 +825,7 @@ def test_band_model_with_a_pooled_model_pools_the_evidence_of_each_phase(tiny_po
     # the phases' probabilities: the pooled model on the pooled features,
     # computed here independently from the patterns
     pcs, lam = detector_geometry(ni, (3, 3))
-    feats, valid, _ = _band_input(ni.data.reshape(9, 60, 60), pcs.reshape(9, 3), lam, card,
+    feats, valid, *_ = _band_input(ni.data.reshape(9, 60, 60), pcs.reshape(9, 3), lam, card,
                                static_background_of(ni, "auto"))
     assert valid.all()
     phase = xmap.prop["phase_index"]

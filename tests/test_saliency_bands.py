@@ -86,7 +86,7 @@ def test_attributions_are_the_probability_drops(ni, band_card):
         return sess.run(["probabilities"], {"features": features.astype(np.float32)})[0][0]
 
     # the full band set gives classify_structure's input and probabilities
-    x_full, ok, _ = _band_input(np.asarray(s.data)[None], pc, lam, band_card, s.static_background)
+    x_full, ok, *_ = _band_input(np.asarray(s.data)[None], pc, lam, band_card, s.static_background)
     assert ok.all()
     np.testing.assert_allclose(band_features(bands, lam, pa), x_full)
     p_full = prob(x_full)

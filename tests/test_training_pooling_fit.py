@@ -52,6 +52,9 @@ def test_split_bar_is_a_least_squares_fit_to_the_quantiles():
     data["spectra"] = np.where((grain % 2 == 0)[:, None], 5.0, -5.0) + 0.01 * data["spectra"]
     data["probs"] = np.full_like(data["probs"], 1 / 23)
     assert min(pf.split_r2_quantiles(data, rng, draws=5).values()) > 0.99
+    # the bar of the signatures asked for: the d-spacings here are noise, so no group splits cleanly
+    data["d_spacings"] = rng.normal(size=(n_s * n_g, 16))
+    assert max(pf.split_r2_quantiles(data, rng, draws=5, signatures=("d_spacings",)).values()) < 0.9
 
 
 def test_render_views_classifies_small_scans_through_classify_structure(tiny_model):
@@ -66,6 +69,21 @@ def test_render_views_classifies_small_scans_through_classify_structure(tiny_mod
     np.testing.assert_allclose(d["probs"].sum(axis=1), 1, rtol=1e-5)
     assert set(d["structure"].tolist()) <= {0, 1} and set(d["grain"].tolist()) <= {0, 1, 2}
     assert (d["label"] == np.asarray(masters.labels)[d["structure"]]).all()
+    assert d["d_spacings"].shape == (n, 16) and np.isnan(d["d_spacings"]).all()  # a pixel model: no bands
+
+
+def test_render_views_records_the_d_spacings_classify_structure_reads(tiny_band_card_path):
+    from kikuchipy_cnn.card import ModelCard
+    from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
+    from kikuchipy_cnn.training.projection import MasterSet
+
+    masters = MasterSet(DEFAULT_CACHE, "val", limit=2)
+    card = ModelCard.from_file(tiny_band_card_path)
+    d = pf.render_views(card, masters, 2, 2, np.random.default_rng(0), log=None)
+    measured = np.isfinite(d["d_spacings"]).all(axis=1)
+    # rows of fractions where widths were measured, NaN rows where none (small detectors)
+    np.testing.assert_allclose(d["d_spacings"][measured].sum(axis=1), 1, rtol=1e-6)
+    assert (measured | np.isnan(d["d_spacings"]).all(axis=1)).all()
 
 
 def test_render_refuses_an_existing_output(tmp_path):

@@ -47,16 +47,22 @@ TEMPERING_GRID = np.round(np.arange(0.0, 1.5001, 0.05), 2)
 
 
 def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -> dict:
-    """Per-pattern probabilities, spectra and grain of one small rendered scan
-    per master (see the module docstring)."""
-    from kikuchipy_cnn.classify import sketch_preprocessing, static_background_of
+    """Per-pattern probabilities, spectra, d-spacing histograms (band models;
+    NaN rows where no width was measured) and grain of one small rendered
+    scan per master (see the module docstring)."""
+    from kikuchipy_cnn.classify import (
+        _band_input,
+        detector_geometry,
+        sketch_preprocessing,
+        static_background_of,
+    )
     from kikuchipy_cnn.crystal_map import probabilities
-    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_spectra
+    from kikuchipy_cnn.phases import DSPACING_BINS, SPECTRUM_BINS, pattern_spectra
     from kikuchipy_cnn.preprocessing import preprocess
     from kikuchipy_cnn.training.scans import render_scan, scan_signal
 
     grain = np.repeat(np.arange(n_grains), per_grain).reshape(n_grains, per_grain)
-    out = {"probs": [], "spectra": [], "grain": [], "structure": []}
+    out = {"probs": [], "spectra": [], "d_spacings": [], "grain": [], "structure": []}
     t0 = time.perf_counter()
     for m in range(len(masters)):
         raw, geom = render_scan(masters, np.full(n_grains, m), grain, rng)
@@ -69,9 +75,15 @@ def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -
                               static_background_of(s, "auto"))
         spectra = np.full((len(probs), SPECTRUM_BINS), np.nan)
         spectra[valid] = pattern_spectra(x[valid])
+        d_spacings = np.full((len(probs), DSPACING_BINS), np.nan)
+        if card.input_kind == "bands":  # as classify_structure reads them: the true PC, the energy
+            pcs, wavelength = detector_geometry(s, grain.shape)
+            d_spacings = _band_input(raw.reshape(-1, *raw.shape[2:]), pcs.reshape(-1, 3), wavelength, card,
+                                     static_background_of(s, "auto"))[3]
         ok = np.isfinite(probs).all(axis=1) & valid
         out["probs"].append(probs[ok])
         out["spectra"].append(spectra[ok])
+        out["d_spacings"].append(d_spacings[ok])
         out["grain"].append(grain.ravel()[ok])
         out["structure"].append(np.full(int(ok.sum()), m))
         if log and (m + 1) % 10 == 0:
@@ -124,17 +136,21 @@ def fit_tempering(data, rng, sizes=GROUP_SIZES, draws=5, views=True):
     return float(TEMPERING_GRID[int(np.argmin(nll))]), nll
 
 
-def split_r2_quantiles(data, rng, sizes=GROUP_SIZES, draws=20, rate=FALSE_SPLIT_RATE) -> dict:
+def split_r2_quantiles(data, rng, sizes=GROUP_SIZES, draws=20, rate=FALSE_SPLIT_RATE,
+                       signatures=None) -> dict:
     """``{n: (1 - rate) quantile of the first 2-means R²}`` of random groups
-    of ``n`` grains of one structure, with the signatures and weights
+    of ``n`` grains of one structure, with the signatures (default
+    :data:`~kikuchipy_cnn.phases.DEFAULT_SIGNATURES`) and weights
     :func:`~kikuchipy_cnn.phases.discover_phases` uses."""
-    from kikuchipy_cnn.phases import _signatures, _standardised, _two_means
+    from kikuchipy_cnn.phases import DEFAULT_SIGNATURES, _signatures, _standardised, _two_means
 
+    signatures = DEFAULT_SIGNATURES if signatures is None else tuple(signatures)
     r2 = {n: [] for n in sizes}
     for m, grains in _groups(data, sizes, draws, rng):
         r = _rows(data, m, grains)
         _, g = np.unique(data["grain"][r], return_inverse=True)
-        blocks = _signatures(data["probs"][r], g, len(grains), data["spectra"][r])
+        blocks = _signatures(data["probs"][r] if "probabilities" in signatures else None, g, len(grains),
+                             *[data[x][r] for x in signatures if x != "probabilities"])
         w = np.bincount(g, minlength=len(grains)).astype(np.float64)
         r2[len(grains)].append(_two_means(_standardised(blocks, w), w)[1])
     return {n: float(np.quantile(v, 1 - rate)) for n, v in r2.items() if v}
@@ -171,6 +187,9 @@ def main(argv=None):
     f = sub.add_parser("fit", help="fit tempering and split_r2 on rendered scans")
     f.add_argument("data")
     f.add_argument("--seed", type=int, default=5)
+    f.add_argument("--signatures", default=None, metavar="NAME,NAME",
+                   help="discovery signatures the split bar is fitted for (names of "
+                   "kikuchipy_cnn.phases.SIGNATURES; default: DEFAULT_SIGNATURES)")
     args = ap.parse_args(argv)
 
     if args.cmd == "render":
@@ -202,14 +221,20 @@ def main(argv=None):
               f"(pooled joint log-loss {nll.min():.3f}; beta 0: {nll[0]:.3f}, 0.75: "
               f"{nll[int(np.argmin(abs(TEMPERING_GRID - 0.75)))]:.3f}, 1: "
               f"{nll[int(np.argmin(abs(TEMPERING_GRID - 1)))]:.3f})")
-    q = split_r2_quantiles(data, rng)
+    signatures = None if args.signatures is None else tuple(args.signatures.split(","))
+    if signatures and "d_spacings" in signatures and "d_spacings" not in data:
+        raise SystemExit(f"{args.data} has no d-spacings (rendered before they were recorded): render again")
+    q = split_r2_quantiles(data, rng, signatures=signatures)
     a, b = fit_split_r2(q)
     print("\n| grains in the group | " + " | ".join(str(n) for n in q) + " |")
     print("|---|" + "---|" * len(q))
     print(f"| {100 * (1 - FALSE_SPLIT_RATE):.0f}th percentile of R² | "
           + " | ".join(f"{v:.2f}" for v in q.values()) + " |")
     print(f"| bar {a:.2f} + {b:.2f} / n | " + " | ".join(f"{a + b / n:.2f}" for n in q) + " |")
-    print(f"\npooling:\n  tempering: {fitted[True]:.2f}\n  split_r2:\n  - {a:.2f}\n  - {b:.2f}")
+    block = f"\npooling:\n  tempering: {fitted[True]:.2f}\n  split_r2:\n  - {a:.2f}\n  - {b:.2f}"
+    if signatures:
+        block += "\n  signatures:\n" + "\n".join(f"  - {x}" for x in signatures)
+    print(block)
 
 
 if __name__ == "__main__":
