@@ -244,7 +244,7 @@ def main(argv=None):
     from kikuchipy_cnn.training.projection import MasterSet
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="kcnn-resnet-s")
+    ap.add_argument("--model", default="kcnn-resnet-s", help="model name or card.yaml path")
     ap.add_argument("--split", default="test")
     ap.add_argument("--masters", default=None, metavar="DIR",
                     help="master patterns (default: the data engine's, "
@@ -268,7 +268,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    card = resolve_model(args.model)
+    card = resolve_model(args.model)  # a name or a card.yaml path
     masters = MasterSet(args.masters or DEFAULT_CACHE, args.split)
     if args.figure:
         return figure(args.figure, masters, card, args)

@@ -42,12 +42,7 @@ def main(argv=None):
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
-    if args.model.endswith(".yaml"):
-        from kikuchipy_cnn.card import ModelCard
-
-        card = ModelCard.from_file(args.model)
-    else:
-        card = resolve_model(args.model)
+    card = resolve_model(args.model)  # a name or a card.yaml path
     if card.pooled_model is None:
         raise SystemExit(f"model {card.name!r} has no pooled model (pooling: model) in its card")
     d = load_features(args.features)

@@ -28,11 +28,14 @@ def _card(path: str) -> ModelCard:
 
 
 def resolve_model(model: str | ModelCard | None) -> ModelCard:
-    """Return the card of a model given by name, card or None (default)."""
+    """Return the card of a model given by name, card file (a path ending in
+    ``.yaml``), card or None (default)."""
     if isinstance(model, ModelCard):
         return model
     if model is not None and not isinstance(model, str):
-        raise TypeError(f"model must be a model name or a ModelCard, not {model!r}")
+        raise TypeError(f"model must be a model name, a card.yaml path or a ModelCard, not {model!r}")
+    if model is not None and model.endswith(".yaml"):
+        return ModelCard.from_file(model)
     return get_model(model)
 
 
@@ -566,8 +569,9 @@ def classify_structure(
         pattern shape and integer or float dtype, raw or processed. Not
         modified.
     model
-        Name of a registered model (see :func:`~kikuchipy_cnn.list_models`)
-        or a model card. If not given, the default model.
+        Name of a registered model (see :func:`~kikuchipy_cnn.list_models`),
+        the path of a model card file (``card.yaml``) or a model card. If not
+        given, the default model.
     navigation_mask
         Boolean array of the navigation shape (numpy order); True means the
         pattern is *excluded* (not classified).

@@ -248,8 +248,8 @@ def get_saliency(
         EBSD or LazyEBSD signal; see
         :func:`~kikuchipy_cnn.classify_structure`. Not modified.
     model
-        Name of a registered model or a model card. If not given, the
-        default model.
+        Name of a registered model, the path of a model card file
+        (``card.yaml``) or a model card. If not given, the default model.
     target
         ``"predicted"`` (default) for each pattern's most probable class, or
         a class name such as ``"cF m-3m"``.

@@ -52,6 +52,16 @@ def test_map_geometry_and_props(ni, tiny_model):
     assert (lab["joint"] == np.array([xmap.phases[i].name for i in xmap.phase_id])).all()
 
 
+def test_a_model_given_by_its_card_file(ni, tiny_card_path, tiny_model, tmp_path):
+    from kikuchipy_cnn.card import ModelCardError
+
+    by_path = ni.classify_structure(model=str(tiny_card_path), pool="none", verbose=0, show_progressbar=False)
+    by_name = ni.classify_structure(model=tiny_model, pool="none", verbose=0, show_progressbar=False)
+    np.testing.assert_array_equal(probabilities(by_path)[0], probabilities(by_name)[0])
+    with pytest.raises(ModelCardError, match="does not exist"):
+        ni.classify_structure(model=str(tmp_path / "card.yaml"), verbose=0)
+
+
 def test_lazy_equals_eager(ni, tiny_model):
     x1 = _classify(ni, tiny_model)
     x2 = _classify(ni.as_lazy(), tiny_model)

@@ -195,7 +195,8 @@ def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_s
     from pathlib import Path
 
     card = ModelCard.from_file(Path(__file__).resolve().parent.parent / "models" / "kcnn-bands-mlp" / "card.yaml")
-    assert card.pooling_fitted and card.pool_tempering == 0.7 and card.pool_split_r2 == (0.44, 1.84)
+    assert card.pooling_fitted and card.pool_tempering == 0.7 and card.pool_split_r2 == (0.40, 1.90)
+    assert card.pool_signatures == ("probabilities", "spectra", "d_spacings")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xmap = ni.classify_structure(model="kcnn-bands-mlp", verbose=0, show_progressbar=False, min_score=0)
