@@ -21,6 +21,7 @@ the same), as one real scan has one beam energy. The bar per signature is the
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,11 +33,13 @@ from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.features import band_features
 from kikuchipy_cnn.phases import _signatures, _standardised, _two_means, d_spacing_histogram, pattern_spectra
 from kikuchipy_cnn.preprocessing import preprocess
-from kikuchipy_cnn.symmetry import joint_class_info
 from kikuchipy_cnn.training.projection import MasterSet
 from kikuchipy_cnn.training.scans import render_scan
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from scans_proxy import found_rates, kind  # noqa: E402
+
 VARIANTS = {
     "log p + spectra (0.2.1 product)": ("logp", "spectra"),
     "log p": ("logp",),
@@ -70,13 +73,6 @@ def r2_of(blocks, grain, g, names):
     w = np.bincount(grain, minlength=g).astype(np.float64)
     side, r2 = _two_means(_standardised(sig, w), w)
     return float(r2), side
-
-
-def kind(masters, a, b):
-    la, lb = (joint_class_info(masters.meta[m]["joint_class"]) for m in (a, b))
-    if la["bravais_lattice"] == lb["bravais_lattice"]:
-        return "same Bravais lattice"
-    return "same system" if la["crystal_system"] == lb["crystal_system"] else "different system"
 
 
 def main():
@@ -119,18 +115,9 @@ def main():
             print(f"{s + 1} scans, {time.perf_counter() - t0:.0f} s", flush=True)
     out = {}
     for name in VARIANTS:
-        single = np.array([r[name][0] for r in rows if not r["two"]])
-        bar = float(np.percentile(single, 98))
-        res = {"bar": round(bar, 3)}
-        for kd in ("different system", "same system", "same Bravais lattice"):
-            sel = [r for r in rows if r["kind"] == kd]
-            found = [r[name][0] > bar for r in sel]
-            right = [r[name][1] for r, f in zip(sel, found) if f]
-            res[kd] = [len(sel), round(float(np.mean(found)), 3) if sel else None,
-                       round(float(np.mean(right)), 3) if right else None]
-        two = [r[name][0] > bar for r in rows if r["two"]]
-        res["found"] = round(float(np.mean(two)), 3)
-        res["n two-phase"] = len(two)
+        bar, per, found = found_rates(rows, name)
+        res = {"bar": round(bar, 3), **{kd: list(v) for kd, v in per.items()}, "found": found}
+        res["n two-phase"] = sum(r["two"] for r in rows)
         out[name] = res
         print(f"{name:34s} bar {bar:.2f} found {res['found']:.2f} {res}", flush=True)
     tag = f"{Path(args.masters).name}-{args.split}-{args.grains}x{args.per_grain}-kv{args.kv:g}"

@@ -89,6 +89,25 @@ def kind(masters, a, b):
     return "same system" if la["crystal_system"] == lb["crystal_system"] else "different system"
 
 
+KINDS = ("different system", "same system", "same Bravais lattice")
+
+
+def found_rates(rows, name):
+    """The bar (98th percentile of the single-phase scans' R² of signature
+    ``name``) and, per kind of pair, ``(n, share found, share of grains right
+    when found)``, and the share of all two-phase scans found."""
+    single = np.array([r[name][0] for r in rows if not r["two"]])
+    bar = float(np.percentile(single, 98))
+    per = {}
+    for kd in KINDS:
+        sel = [r for r in rows if r["kind"] == kd]
+        found = [r[name][0] > bar for r in sel]
+        right = [r[name][1] for r, f in zip(sel, found) if f]
+        per[kd] = (len(sel), round(float(np.mean(found)), 3) if sel else None,
+                   round(float(np.mean(right)), 3) if right else None)
+    return bar, per, round(float(np.mean([r[name][0] > bar for r in rows if r["two"]])), 3)
+
+
 def main(masters_dir, split, n_scans, grains, per_grain=None):
     masters = MasterSet(masters_dir, split)
     rng = np.random.default_rng(3)
@@ -114,17 +133,11 @@ def main(masters_dir, split, n_scans, grains, per_grain=None):
     for name in rows[0]:
         if not isinstance(rows[0][name], tuple):
             continue
-        single = np.array([r[name][0] for r in rows if not r["two"]])
-        bar = float(np.percentile(single, 98))
+        bar, per, allf = found_rates(rows, name)
         res = {"bar (98th percentile, single)": round(bar, 3)}
-        for kd in ("different system", "same system", "same Bravais lattice"):
-            sel = [r for r in rows if r["kind"] == kd]
-            found = [r[name][0] > bar for r in sel]
-            pur = [r[name][1] for r, f in zip(sel, found) if f]
-            res[kd] = {"n": len(sel), "found": round(float(np.mean(found)), 3) if sel else None,
-                       "grains right when found": round(float(np.mean(pur)), 3) if pur else None}
-        allf = [r[name][0] > bar for r in rows if r["two"]]
-        res["all two-phase found"] = round(float(np.mean(allf)), 3)
+        for kd, (n, found, right) in per.items():
+            res[kd] = {"n": n, "found": found, "grains right when found": right}
+        res["all two-phase found"] = allf
         out[name] = res
         print(name, res, flush=True)
     tag = (Path(masters_dir).name + f"-{split}-{grains}" + ("" if per_grain is None else f"x{per_grain}")
