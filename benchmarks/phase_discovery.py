@@ -325,17 +325,11 @@ def main(argv=None):
             r["oracle_patterns"].append(level_hits(oracle[0], classes, truth))
             r["pattern"].append(np.mean([level_hits(q, classes, truth) for q in probs[sel]], axis=0))
         if args.calibrate:
-            from kikuchipy_cnn.classify import _band_input, detector_geometry, sketch_preprocessing
-            from kikuchipy_cnn.phases import discover_phases, pattern_sketches, pattern_spectra
-            from kikuchipy_cnn.preprocessing import preprocess
+            from kikuchipy_cnn.phases import discover_phases
+            from kikuchipy_cnn.training.scans import discovery_inputs
 
-            xin, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), sketch_preprocessing(card))
-            sk = pattern_sketches(xin, valid)
-            dsp = None
-            if "d_spacings" in card.pool_signatures:
-                pcs, wavelength = detector_geometry(s, grain.shape)
-                dsp = _band_input(raw.reshape(-1, *raw.shape[2:]), pcs.reshape(-1, 3), wavelength, card,
-                                  None)[3]
+            inputs = discovery_inputs(s, card)
+            sk = inputs["sketches"]
             ok = np.isfinite(probs).all(axis=1)
             g = grain.ravel()
             for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
@@ -344,8 +338,8 @@ def main(argv=None):
                 sim = np.einsum("ij,ij->i", sk[ia], sk[ib])
                 sim_in += list(sim[g[ia] == g[ib]])
                 sim_out += list(sim[g[ia] != g[ib]])
-            d = discover_phases(probs, sk, grain.shape, ok, spectra=pattern_spectra(xin, valid),
-                                d_spacings=dsp, signatures=card.pool_signatures,
+            d = discover_phases(probs, sk, grain.shape, ok, spectra=inputs["spectra"],
+                                d_spacings=inputs["d_spacings"], signatures=card.pool_signatures,
                                 split_r2=(0.0, 0.0), max_phases=2)
             r2_first.setdefault(kind, []).append((d.split_r2[0] if d.split_r2 else 0.0, d.n_grains))
         if (k + 1) % 20 == 0:
@@ -379,7 +373,7 @@ def main(argv=None):
         b = card.pool_split_r2[1]
         for kind, first in r2_first.items():  # single: false splits; the others: a second phase seen
             r2, ng = np.array(first).T
-            # (the first split alone, before the min_patterns / min_grains checks)
+            # (the first split as discover_phases accepts it: >= min_patterns and min_grains a side)
             print(f"{kind} scans whose first split passes a + {b:g} / n_grains: "
                   + ", ".join(f"a={a:.2f}: {int((r2 >= a + b / np.maximum(ng, 1)).sum())}"
                               for a in np.arange(0.08, 0.62, 0.04)) + f" (of {len(r2)})")

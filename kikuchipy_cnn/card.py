@@ -369,6 +369,11 @@ class ModelCard:
                 "model: 'model' (ONNX file), 'sha256' and 'version' (all three), "
                 f"not {pooling!r}"
             )
+        if "signatures" in pooling and "split_r2" not in pooling:
+            raise ModelCardError(
+                f"{where}: pooling names signatures but no split_r2; the split bar depends on the "
+                "signatures: fit both (python -m kikuchipy_cnn.training.pooling_fit fit ... --signatures ...)"
+            )
         if "d_spacings" in pooling.get("signatures", ()) and self.input_kind != "bands":
             raise ModelCardError(
                 f"{where}: the 'd_spacings' signature reads the widths of detected bands; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from functools import lru_cache
@@ -32,10 +33,10 @@ def resolve_model(model: str | ModelCard | None) -> ModelCard:
     ``.yaml``), card or None (default)."""
     if isinstance(model, ModelCard):
         return model
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".yaml")):
+        return ModelCard.from_file(model)
     if model is not None and not isinstance(model, str):
         raise TypeError(f"model must be a model name, a card.yaml path or a ModelCard, not {model!r}")
-    if model is not None and model.endswith(".yaml"):
-        return ModelCard.from_file(model)
     return get_model(model)
 
 
@@ -91,6 +92,17 @@ def _d_spacing_columns(card) -> int:
     return DSPACING_BINS if "d_spacings" in card.pool_signatures else 0
 
 
+def _discovery_layout(card) -> tuple[slice, slice, slice]:
+    """Where a pattern's spectrum, d-spacing histogram (empty unless the
+    card's signatures use it) and packed sketch lie within its
+    :func:`sketch_columns` discovery columns."""
+    from kikuchipy_cnn.phases import SPECTRUM_BINS
+
+    nd = _d_spacing_columns(card)
+    return (slice(0, SPECTRUM_BINS), slice(SPECTRUM_BINS, SPECTRUM_BINS + nd),
+            slice(SPECTRUM_BINS + nd, sketch_columns(card)))
+
+
 def sketch_columns(card) -> int:
     """float32 columns that hold one pattern's discovery inputs: its radial
     spectrum (:func:`kikuchipy_cnn.phases.pattern_spectra`), its d-spacing
@@ -114,17 +126,14 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray | 
     """The spectra, d-spacing histograms (None unless the card's signatures
     use them) and float32 sketches from the :func:`sketch_columns` columns
     of :func:`_classify_chunk`."""
-    from kikuchipy_cnn.phases import SPECTRUM_BINS
-
-    m = _sketch_length(card)
-    nd = _d_spacing_columns(card)
-    spectra = np.array(packed[:, :SPECTRUM_BINS], dtype=np.float32)
-    d_spacings = np.array(packed[:, SPECTRUM_BINS : SPECTRUM_BINS + nd], dtype=np.float64) if nd else None
+    spec, dsp, sketch = _discovery_layout(card)
+    spectra = np.array(packed[:, spec], dtype=np.float32)
+    d_spacings = np.array(packed[:, dsp], dtype=np.float64) if dsp.stop > dsp.start else None
     # a float16 view of the packed columns (rows contiguous), widened once
-    half = packed[:, SPECTRUM_BINS + nd :]
+    half = packed[:, sketch]
     if half.strides[-1] != half.itemsize:
         half = np.ascontiguousarray(half)
-    return spectra, d_spacings, half.view(np.float16)[:, :m].astype(np.float32)
+    return spectra, d_spacings, half.view(np.float16)[:, : _sketch_length(card)].astype(np.float32)
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
@@ -146,12 +155,11 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     models) followed by each pattern's band features (for pooling the
     evidence of a phase; NaN where not classified).
     """
-    from kikuchipy_cnn.phases import SPECTRUM_BINS, pattern_sketches, pattern_spectra
+    from kikuchipy_cnn.phases import pattern_sketches, pattern_spectra
 
     card = _card(card_path)
     n = patterns.shape[0]
     ncol = sketch_columns(card) if sketch else 0
-    nd = _d_spacing_columns(card) if sketch else 0
     nfeat = card.input_shape[1] if features else 0
     ncell = 9 if cells else 0
     out = np.full((n, len(card.classes) + 1 + ncol + ncell + nfeat), np.nan, dtype=np.float32)
@@ -179,12 +187,12 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
                 x, _ = preprocess(patterns[good], sketch_preprocessing(card), static_background)
             else:
                 x = x[valid]
-            first = len(card.classes) + 1
-            out[good, first : first + SPECTRUM_BINS] = pattern_spectra(x)
-            if nd:
-                out[good, first + SPECTRUM_BINS : first + SPECTRUM_BINS + nd] = dsp[valid]
-            out[good, first + SPECTRUM_BINS + nd : first + ncol] = _pack_sketches(
-                pattern_sketches(x), ncol - SPECTRUM_BINS - nd)
+            block = out[:, len(card.classes) + 1 : len(card.classes) + 1 + ncol]  # a view
+            spec, dcols, sketch = _discovery_layout(card)
+            block[good, spec] = pattern_spectra(x)
+            if dcols.stop > dcols.start:
+                block[good, dcols] = dsp[valid]
+            block[good, sketch] = _pack_sketches(pattern_sketches(x), sketch.stop - sketch.start)
     out[keep[~valid], len(card.classes)] = 1
     return out
 

@@ -56,6 +56,8 @@ def test_a_model_given_by_its_card_file(ni, tiny_card_path, tiny_model, tmp_path
     from kikuchipy_cnn.card import ModelCardError
 
     by_path = ni.classify_structure(model=str(tiny_card_path), pool="none", verbose=0, show_progressbar=False)
+    by_pathlib = ni.classify_structure(model=tiny_card_path, pool="none", verbose=0, show_progressbar=False)
+    np.testing.assert_array_equal(probabilities(by_pathlib)[0], probabilities(by_path)[0])
     by_name = ni.classify_structure(model=tiny_model, pool="none", verbose=0, show_progressbar=False)
     np.testing.assert_array_equal(probabilities(by_path)[0], probabilities(by_name)[0])
     with pytest.raises(ModelCardError, match="does not exist"):

@@ -588,8 +588,10 @@ def test_card_pooling_settings_are_optional_read_and_validated(tmp_path, tiny_ca
         with pytest.raises(ModelCardError, match="pooling must be a mapping"):
             card_with(bad)
     with pytest.raises(ModelCardError, match="d_spacings.*not 'bands'"):
-        card_with({"signatures": ["d_spacings"]})  # a pixel model has no bands
-    assert card_with({"signatures": ["spectra"]}).pool_signatures == ("spectra",)
+        card_with({"signatures": ["d_spacings"], "split_r2": [0.4, 1.9]})  # a pixel model has no bands
+    with pytest.raises(ModelCardError, match="signatures but no split_r2"):
+        card_with({"signatures": ["spectra"]})
+    assert card_with({"signatures": ["spectra"], "split_r2": [0.4, 1.9]}).pool_signatures == ("spectra",)
     assert plain.pool_signatures == ("probabilities", "spectra")
     s, _ = render([FCC_LARGE], seed=0)
     default = _classify(s, model=plain, min_score=0)
@@ -632,7 +634,7 @@ def test_band_cards_d_spacing_signature_reaches_discovery_lazily_and_masked(tiny
     real = phases.discover_phases
 
     def spy(*args, **kw):
-        seen.append(kw)
+        seen.append({**kw, "sketches": args[1]})
         return real(*args, **kw)
 
     monkeypatch.setattr(phases, "discover_phases", spy)
@@ -648,6 +650,12 @@ def test_band_cards_d_spacing_signature_reaches_discovery_lazily_and_masked(tiny
         keep = ~mask.ravel()
         np.testing.assert_allclose(kw["d_spacings"][keep], want[keep], rtol=1e-6)
         assert (xmap.prop["phase_index"] >= 0).sum() == 8
+    # the d-spacing columns shift nothing else: the spectra and sketches of a card without them
+    _classify(big, model=tiny_band_card_path, min_score=0, navigation_mask=mask)
+    plain = seen.pop()
+    assert plain["d_spacings"] is None and plain["signatures"] == ("probabilities", "spectra")
+    np.testing.assert_array_equal(plain["spectra"], kw["spectra"])
+    np.testing.assert_array_equal(plain["sketches"], kw["sketches"])
 
 
 def test_band_model_pools_phases_and_warns_once_without_pooling_settings(tiny_band_card_path,

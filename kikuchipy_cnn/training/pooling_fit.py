@@ -50,16 +50,8 @@ def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -
     """Per-pattern probabilities, spectra, d-spacing histograms (band models;
     NaN rows where no width was measured) and grain of one small rendered
     scan per master (see the module docstring)."""
-    from kikuchipy_cnn.classify import (
-        _band_input,
-        detector_geometry,
-        sketch_preprocessing,
-        static_background_of,
-    )
     from kikuchipy_cnn.crystal_map import probabilities
-    from kikuchipy_cnn.phases import DSPACING_BINS, SPECTRUM_BINS, pattern_spectra
-    from kikuchipy_cnn.preprocessing import preprocess
-    from kikuchipy_cnn.training.scans import render_scan, scan_signal
+    from kikuchipy_cnn.training.scans import discovery_inputs, render_scan, scan_signal
 
     grain = np.repeat(np.arange(n_grains), per_grain).reshape(n_grains, per_grain)
     out = {"probs": [], "spectra": [], "d_spacings": [], "grain": [], "structure": []}
@@ -71,16 +63,9 @@ def render_views(card, masters, n_grains: int, per_grain: int, rng, log=print) -
         probs, classes = probabilities(xmap)
         if tuple(classes) != tuple(card.classes):
             raise RuntimeError("the map's classes are not the card's")
-        x, valid = preprocess(raw.reshape(-1, *raw.shape[2:]), sketch_preprocessing(card),
-                              static_background_of(s, "auto"))
-        spectra = np.full((len(probs), SPECTRUM_BINS), np.nan)
-        spectra[valid] = pattern_spectra(x[valid])
-        d_spacings = np.full((len(probs), DSPACING_BINS), np.nan)
-        if card.input_kind == "bands":  # as classify_structure reads them: the true PC, the energy
-            pcs, wavelength = detector_geometry(s, grain.shape)
-            d_spacings = _band_input(raw.reshape(-1, *raw.shape[2:]), pcs.reshape(-1, 3), wavelength, card,
-                                     static_background_of(s, "auto"))[3]
-        ok = np.isfinite(probs).all(axis=1) & valid
+        inputs = discovery_inputs(s, card)  # as pool="phases" computes them
+        ok = np.isfinite(probs).all(axis=1) & inputs["valid"]
+        spectra, d_spacings = inputs["spectra"], inputs["d_spacings"]
         out["probs"].append(probs[ok])
         out["spectra"].append(spectra[ok])
         out["d_spacings"].append(d_spacings[ok])
@@ -142,15 +127,17 @@ def split_r2_quantiles(data, rng, sizes=GROUP_SIZES, draws=20, rate=FALSE_SPLIT_
     of ``n`` grains of one structure, with the signatures (default
     :data:`~kikuchipy_cnn.phases.DEFAULT_SIGNATURES`) and weights
     :func:`~kikuchipy_cnn.phases.discover_phases` uses."""
-    from kikuchipy_cnn.phases import DEFAULT_SIGNATURES, _signatures, _standardised, _two_means
+    from kikuchipy_cnn.phases import DEFAULT_SIGNATURES, _standardised, _two_means, grain_signatures
 
     signatures = DEFAULT_SIGNATURES if signatures is None else tuple(signatures)
+    per_pattern = {"probabilities": data["probs"], "spectra": data.get("spectra"),
+                   "d_spacings": data.get("d_spacings")}
     r2 = {n: [] for n in sizes}
     for m, grains in _groups(data, sizes, draws, rng):
         r = _rows(data, m, grains)
         _, g = np.unique(data["grain"][r], return_inverse=True)
-        blocks = _signatures(data["probs"][r] if "probabilities" in signatures else None, g, len(grains),
-                             *[data[x][r] for x in signatures if x != "probabilities"])
+        blocks = grain_signatures({k: None if v is None else v[r] for k, v in per_pattern.items()}, g,
+                                  len(grains), signatures)
         w = np.bincount(g, minlength=len(grains)).astype(np.float64)
         r2[len(grains)].append(_two_means(_standardised(blocks, w), w)[1])
     return {n: float(np.quantile(v, 1 - rate)) for n, v in r2.items() if v}
@@ -189,7 +176,8 @@ def main(argv=None):
     f.add_argument("--seed", type=int, default=5)
     f.add_argument("--signatures", default=None, metavar="NAME,NAME",
                    help="discovery signatures the split bar is fitted for (names of "
-                   "kikuchipy_cnn.phases.SIGNATURES; default: DEFAULT_SIGNATURES)")
+                   "kikuchipy_cnn.phases.SIGNATURES; default: DEFAULT_SIGNATURES; give those of the "
+                   "card the bar is for)")
     args = ap.parse_args(argv)
 
     if args.cmd == "render":
@@ -222,8 +210,13 @@ def main(argv=None):
               f"{nll[int(np.argmin(abs(TEMPERING_GRID - 0.75)))]:.3f}, 1: "
               f"{nll[int(np.argmin(abs(TEMPERING_GRID - 1)))]:.3f})")
     signatures = None if args.signatures is None else tuple(args.signatures.split(","))
-    if signatures and "d_spacings" in signatures and "d_spacings" not in data:
-        raise SystemExit(f"{args.data} has no d-spacings (rendered before they were recorded): render again")
+    if signatures is not None:
+        from kikuchipy_cnn.phases import SIGNATURES
+
+        if not signatures or not set(signatures) <= set(SIGNATURES):
+            raise SystemExit(f"--signatures must name some of {list(SIGNATURES)}, not {list(signatures)}")
+        if "d_spacings" in signatures and "d_spacings" not in data:
+            raise SystemExit(f"{args.data} has no d-spacings (rendered before they were recorded): render again")
     q = split_r2_quantiles(data, rng, signatures=signatures)
     a, b = fit_split_r2(q)
     print("\n| grains in the group | " + " | ".join(str(n) for n in q) + " |")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grain_layout", "render_scan", "scan_signal"]
+__all__ = ["discovery_inputs", "grain_layout", "render_scan", "scan_signal"]
 
 
 def grain_layout(rows: int, cols: int, n_grains: int, rng) -> np.ndarray:
@@ -67,3 +67,39 @@ def scan_signal(raw, geom, masters, master_ids):
     energy = float(masters.meta[int(master_ids[0])]["energy_kev"])
     s.metadata.set_item("Acquisition_instrument.SEM.beam_energy", energy)
     return s
+
+
+def discovery_inputs(signal, card) -> dict:
+    """The per-pattern inputs of phase discovery that
+    ``classify_structure(pool="phases")`` computes for ``signal`` (a rendered
+    scan of :func:`scan_signal`: true detector, beam energy, no static
+    background unless the signal has one), in numpy order of the navigation:
+
+    - ``valid``: ``(n,)`` patterns usable for the sketches;
+    - ``spectra``: ``(n, SPECTRUM_BINS)`` :func:`~kikuchipy_cnn.phases.pattern_spectra`
+      (0 where not valid);
+    - ``sketches``: :func:`~kikuchipy_cnn.phases.pattern_sketches`;
+    - ``d_spacings``: ``(n, DSPACING_BINS)``
+      :func:`~kikuchipy_cnn.phases.d_spacing_histogram` of the bands with the
+      signal's PC and energy (band models; NaN rows where none, and for pixel
+      models).
+    """
+    from kikuchipy_cnn.classify import (
+        _band_input,
+        detector_geometry,
+        sketch_preprocessing,
+        static_background_of,
+    )
+    from kikuchipy_cnn.phases import DSPACING_BINS, pattern_sketches, pattern_spectra
+    from kikuchipy_cnn.preprocessing import preprocess
+
+    nav_shape = tuple(signal.axes_manager.navigation_shape[::-1])
+    raw = np.asarray(signal.data).reshape(-1, *signal.axes_manager.signal_shape[::-1])
+    bg = static_background_of(signal, "auto")
+    x, valid = preprocess(raw, sketch_preprocessing(card), bg)
+    d_spacings = np.full((len(raw), DSPACING_BINS), np.nan)
+    if card.input_kind == "bands":
+        pcs, wavelength = detector_geometry(signal, nav_shape)
+        d_spacings = _band_input(raw, pcs.reshape(-1, 3), wavelength, card, bg)[3]
+    return {"valid": valid, "spectra": pattern_spectra(x, valid), "sketches": pattern_sketches(x, valid),
+            "d_spacings": d_spacings}

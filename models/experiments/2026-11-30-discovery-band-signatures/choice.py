@@ -31,7 +31,7 @@ from kikuchipy_cnn.bands import electron_wavelength
 from kikuchipy_cnn.classify import band_sets, resolve_model, sketch_preprocessing
 from kikuchipy_cnn.engine import get_session
 from kikuchipy_cnn.features import band_features
-from kikuchipy_cnn.phases import _signatures, _standardised, _two_means, d_spacing_histogram, pattern_spectra
+from kikuchipy_cnn.phases import _standardised, _two_means, d_spacing_histogram, grain_signatures, pattern_spectra
 from kikuchipy_cnn.preprocessing import preprocess
 from kikuchipy_cnn.training.projection import MasterSet
 from kikuchipy_cnn.training.scans import render_scan
@@ -40,6 +40,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from scans_proxy import found_rates, kind  # noqa: E402
 
+NAMES = {"logp": "probabilities", "spectra": "spectra", "d": "d_spacings"}  # phases.SIGNATURES
 VARIANTS = {
     "log p + spectra (0.2.1 product)": ("logp", "spectra"),
     "log p": ("logp",),
@@ -68,8 +69,7 @@ def per_pattern(card, session, masters, grain_master, per_grain, kv, rng):
 
 
 def r2_of(blocks, grain, g, names):
-    probs = blocks["logp"] if "logp" in names else None
-    sig = _signatures(probs, grain, g, *[blocks[k] for k in names if k != "logp"])
+    sig = grain_signatures({NAMES[k]: v for k, v in blocks.items()}, grain, g, tuple(NAMES[k] for k in names))
     w = np.bincount(grain, minlength=g).astype(np.float64)
     side, r2 = _two_means(_standardised(sig, w), w)
     return float(r2), side
@@ -90,12 +90,13 @@ def main():
     masters = MasterSet(args.masters, args.split)
     kvs = np.array([float(m["energy_kev"]) for m in masters.meta])
     rng = np.random.default_rng(args.seed)
-    rows, t0 = [], time.perf_counter()
+    rows, t0, skipped = [], time.perf_counter(), 0
     for s in range(2 * args.n_scans):
         two = s % 2 == 1
         a = int(rng.integers(len(masters)))
         near = np.flatnonzero((np.abs(kvs - kvs[a]) <= args.kv) & (np.arange(len(kvs)) != a))
         if two and not len(near):
+            skipped += 1  # no partner within --kv: the draw is left out (counted)
             continue
         b = int(rng.choice(near)) if two else a
         h = args.grains // 2
@@ -123,7 +124,8 @@ def main():
     tag = f"{Path(args.masters).name}-{args.split}-{args.grains}x{args.per_grain}-kv{args.kv:g}"
     (HERE / f"choice-{tag}.json").write_text(json.dumps({"args": vars(args), "summary": out, "scans": rows},
                                                         indent=1))
-    print(f"({time.perf_counter() - t0:.0f} s)")
+    print(f"({time.perf_counter() - t0:.0f} s; {skipped} two-phase draw(s) left out: no partner within "
+          f"{args.kv:g} kV)")
 
 
 if __name__ == "__main__":
