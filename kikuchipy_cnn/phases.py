@@ -589,34 +589,21 @@ def _check_signatures(per_pattern: dict, signatures) -> None:
 
 def grain_signatures(per_pattern: dict, grain: np.ndarray, n_grains: int,
                      signatures: tuple[str, ...] = DEFAULT_SIGNATURES) -> list[np.ndarray]:
-    """The signature blocks ``signatures`` (names of :data:`SIGNATURES`) of
-    each grain, from the per-pattern arrays ``per_pattern[name]``
-    (``"probabilities"``: class probabilities; ``"spectra"``,
-    ``"d_spacings"``: as :func:`discover_phases` takes them); see
-    :func:`_signatures`. Raises ValueError for unknown or missing names."""
+    """Orientation-invariant signature blocks of each grain, in the order of
+    ``signatures`` (names of :data:`SIGNATURES`): the mean over its patterns
+    of ``per_pattern[name]`` (``"probabilities"``: class probabilities,
+    taken as centred, clipped log-probabilities, a grain's pooled verdict as
+    a point in log-ratio space; ``"spectra"``: :func:`pattern_spectra`;
+    ``"d_spacings"``: :func:`d_spacing_histogram`). Rows with NaN are left
+    out of a grain's mean; a grain with none in a block gets NaN there (see
+    :func:`_standardised`). Raises ValueError for unknown or missing names."""
     _check_signatures(per_pattern, signatures)
-    return _signatures(per_pattern["probabilities"] if "probabilities" in signatures else None, grain, n_grains,
-                       *[per_pattern[x] for x in signatures if x != "probabilities"])
-
-
-def _signatures(probs: np.ndarray | None, grain: np.ndarray, n_grains: int,
-                *per_pattern: np.ndarray | None) -> list[np.ndarray]:
-    """Orientation-invariant signature blocks of each grain: the mean over
-    its patterns of the centred, clipped class log-probabilities (a grain's
-    pooled verdict as a point in log-ratio space; None: left out) and of each
-    further per-pattern block given (radial power spectra,
-    :func:`pattern_spectra`; d-spacing histograms,
-    :func:`d_spacing_histogram`). Rows with NaN are left out of a grain's
-    mean; a grain with none in a block gets NaN there (see
-    :func:`_standardised`)."""
     blocks = []
-    if probs is not None:
-        logp = np.log(np.clip(probs, SIGNATURE_CLIP, 1.0))
-        per_pattern = (logp - logp.mean(axis=1, keepdims=True), *per_pattern)
-    for x in per_pattern:
-        if x is None:
-            continue
-        x = np.asarray(x, np.float64)
+    for name in signatures:
+        x = np.asarray(per_pattern[name], np.float64)
+        if name == "probabilities":
+            x = np.log(np.clip(x, SIGNATURE_CLIP, 1.0))
+            x = x - x.mean(axis=1, keepdims=True)
         ok = np.isfinite(x).all(axis=1)
         sig = np.zeros((n_grains, x.shape[1]))
         np.add.at(sig, grain[ok], x[ok])
