@@ -12,7 +12,10 @@ true primitive lattice: right when their ``lattice.cell_fingerprint`` agree to
 ``lattice.CELL_AGREEMENT`` (shape only; the directions do not give the scale).
 A sublattice or superlattice of the truth counts as wrong, as does any other shape.
 Also printed: how often the consensus is agreed by at least half of the views, and
-how often it is right then.
+how often it is right then; and, where the cell is right, its size: the phase's
+shortest lattice vector in Å (``phases.phase_cells``' ``size``, the median over the
+agreeing views of their cells scaled by their calibrated band widths,
+``features.band_features(cell_scales=...)``) against the truth's.
 
     python benchmarks/phase_cells.py cache/bags/rendered/rendered_test.npz
 """
@@ -38,9 +41,8 @@ def true_primitive(lattice, space_group: int) -> np.ndarray:
     its space group (standard setting; R groups in hexagonal axes)."""
     import spglib
 
-    from kikuchipy_cnn.lattice import niggli_cell
+    from kikuchipy_cnn.lattice import lattice_matrix, niggli_cell
     from kikuchipy_cnn.symmetry import space_group_class
-    from kikuchipy_cnn.training.kinematical import lattice_matrix
 
     conv = lattice_matrix(*lattice)
     pos = np.array([[0, 0, 0]] + _CENTRING[space_group_class(space_group).centring], float)
@@ -53,7 +55,8 @@ def true_primitive(lattice, space_group: int) -> np.ndarray:
 def main(argv=None):
     from kikuchipy_cnn.bands import BandSet, pixel_angle
     from kikuchipy_cnn.features import band_features
-    from kikuchipy_cnn.lattice import CELL_AGREEMENT, cell_fingerprint, consensus_cell
+    from kikuchipy_cnn.lattice import CELL_AGREEMENT, cell_fingerprint, lattice_matrix, lattice_vector_lengths
+    from kikuchipy_cnn.phases import phase_cells
     from kikuchipy_cnn.symmetry import JOINT_CLASSES, joint_class_info
     from kikuchipy_cnn.training.master_patterns import DEFAULT_CACHE
     from kikuchipy_cnn.training.projection import MasterSet
@@ -73,38 +76,45 @@ def main(argv=None):
         raise SystemExit("the band sets are not of test-split masters")
     n = len(sid)
     bs = BandSet(d["normals"], d["strength"], d["width"], d["contrast"], d["valid"])
-    cells = np.full((n, 3, 3), np.nan)
-    band_features(bs, d["wavelength"], pixel_angle(d["shape"], d["pc"]), cells=cells)
-    truth = {s: np.log(cell_fingerprint(true_primitive(meta[s]["lattice"], meta[s]["space_group"])))
-             for s in np.unique(sid)}
+    cells, scales = np.full((n, 3, 3), np.nan), np.full(n, np.nan)
+    band_features(bs, d["wavelength"], pixel_angle(d["shape"], d["pc"]), cells=cells, cell_scales=scales)
+    prim = {s: true_primitive(meta[s]["lattice"], meta[s]["space_group"]) for s in np.unique(sid)}
+    truth = {s: np.log(cell_fingerprint(p)) for s, p in prim.items()}
+    shortest = {s: float(lattice_vector_lengths(p, 1)[0, 0]) for s, p in prim.items()}
     has = np.isfinite(cells).all(axis=(1, 2))
 
     def right(cell, s):
         return bool(np.abs(np.log(cell_fingerprint(cell)) - truth[s]).max() <= CELL_AGREEMENT)
 
     per = np.array([has[i] and right(cells[i], sid[i]) for i in range(n)])
+    per_size = np.array([lattice_vector_lengths(cells[i], 1)[0, 0] * scales[i] / shortest[sid[i]]
+                         if per[i] else np.nan for i in range(n)])
     system = np.array([joint_class_info(JOINT_CLASSES[meta[s]["label"]])["crystal_system"] for s in sid])
     print(f"{n} band sets of {len(truth)} held-out structures; a lattice rebuilt from the directions "
           f"of {has.mean():.3f}; {time.perf_counter() - t0:.0f} s")
     rng = np.random.default_rng(args.seed)
+    sizes = []
     print("\n| views | bags | consensus cell right | mean support | support >= 0.5: share of bags / right "
           "| right, cubic / hexagonal+trigonal / tetragonal / orthorhombic / monoclinic+triclinic |")
     print("|---|---|---|---|---|---|")
     groups = {"cubic": ("cubic",), "hex/trig": ("hexagonal", "trigonal"), "tetragonal": ("tetragonal",),
               "orthorhombic": ("orthorhombic",), "mono/tri": ("monoclinic", "triclinic")}
     for size in [int(v) for v in args.sizes.split(",")]:
-        hits, sup, sys_of = [], [], []
+        hits, sup, sys_of, ratio = [], [], [], []
         for s in truth:
             rows = np.flatnonzero(sid == s)
             if len(rows) < size:
                 continue
             for _ in range(args.draws if size < len(rows) else 1):
                 bag = rng.choice(rows, size, replace=False)
-                i, support = consensus_cell(cells[bag])
-                hits.append(i >= 0 and right(cells[bag[i]], s))
-                sup.append(support)
+                _, shape, support, found = phase_cells(cells[bag], np.zeros(size, int), np.arange(size), scales[bag])
+                ok = bool(np.isfinite(shape[0]).all() and right(lattice_matrix(*shape[0]), s))
+                hits.append(ok)
+                sup.append(support[0])
                 sys_of.append(system[rows[0]])
-        hits, sys_of, sup = np.array(hits), np.array(sys_of), np.array(sup)
+                ratio.append(found[0] / shortest[s] if ok else np.nan)
+        hits, sys_of, sup, ratio = np.array(hits), np.array(sys_of), np.array(sup), np.array(ratio)
+        sizes.append((size, ratio[np.isfinite(ratio)]))
         strong = sup >= 0.5
         agreed = f"{strong.mean():.2f} / {hits[strong].mean():.2f}" if strong.any() else f"{strong.mean():.2f} / -"
         by = " / ".join(f"{hits[np.isin(sys_of, g)].mean():.2f}" if np.isin(sys_of, g).any() else "-"
@@ -112,6 +122,18 @@ def main(argv=None):
         print(f"| {size} | {len(hits)} | {hits.mean():.3f} | {sup.mean():.2f} | {agreed} | {by} |")
     print(f"\nper pattern: cell right {per.mean():.3f} (of those with a lattice {per[has].mean():.3f}); "
           f"{time.perf_counter() - t0:.0f} s")
+    sizes.insert(0, ("1 (each pattern)", per_size[np.isfinite(per_size)]))
+    print("\nSize where the cell is right: shortest lattice vector found / true\n")
+    print("| views | right cells with a size | ratio: 10th / 25th / median / 75th / 90th percentile "
+          "| within 5 % | within 10 % |")
+    print("|---|---|---|---|---|")
+    for size, r in sizes:
+        if r.size == 0:
+            print(f"| {size} | 0 | - | - | - |")
+            continue
+        q = " / ".join(f"{v:.3f}" for v in np.percentile(r, [10, 25, 50, 75, 90]))
+        e = np.abs(np.log(r))
+        print(f"| {size} | {r.size} | {q} | {np.mean(e <= np.log(1.05)):.2f} | {np.mean(e <= np.log(1.1)):.2f} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ kikuchipy's 3 x 3 Ni scan (its own detector). Each set is stacked into one signa
 are not neighbours on a grid, so each usually is its own grain and counts as one
 view. Prints per set: patterns, phases found (1 is right: one phase per set), the
 pooled class of the phase with most patterns and its pooled probability, and the
-per-pattern accuracy beside it, at every level.
+per-pattern accuracy beside it, at every level; then the phase's cells: the
+conventional cell of its pooled class (``xmap.pooled_phases.conventional_cells``
+times ``cell_size``) and its shortest lattice vector in Å against the phase's
+known room-temperature lattice (:data:`KNOWN_SHORTEST`; the shortest vector is
+the reduced cell's ``a``, whatever the class).
 
     python benchmarks/real_sets_pooled.py [--model kcnn-bands-mlp]
 """
@@ -23,6 +27,12 @@ from collections import defaultdict
 import numpy as np
 
 LEVELS = ("crystal_system", "bravais_lattice", "laue_class")
+
+#: Shortest lattice vector (Å) of the phases of the sets: fcc a / sqrt 2, bcc
+#: a sqrt 3 / 2, hexagonal a (Ni 3.524, Si 5.431, Al 4.049, alpha-Fe 2.8665,
+#: alpha-Ti a 2.951 Å)
+KNOWN_SHORTEST = {"Ni": 3.524 / 2**0.5, "Si": 5.431 / 2**0.5, "Al": 4.049 / 2**0.5,
+                  "ferrite": 2.8665 * 3**0.5 / 2, "Ti-alpha": 2.951}
 
 
 def real_sets(data_dir):
@@ -57,15 +67,16 @@ def real_sets(data_dir):
         c = cases[0]
         out[f"{folder} {phase} {shape[1]}x{shape[0]} ({c.kind})"] = (
             s, {"crystal_system": c.crystal_system, "bravais_lattice": c.bravais_lattice,
-                "laue_class": c.laue_class})
+                "laue_class": c.laue_class, "phase": phase})
     ni = kp.data.nickel_ebsd_small()
     out["kikuchipy nickel_ebsd_small 60x60 (exp)"] = (
-        ni, {"crystal_system": "cubic", "bravais_lattice": "cF", "laue_class": "m-3m"})
+        ni, {"crystal_system": "cubic", "bravais_lattice": "cF", "laue_class": "m-3m", "phase": "Ni"})
     return out
 
 
 def main(argv=None):
     import kikuchipy_cnn
+    from kikuchipy_cnn.phases import format_cell, format_conventional
     from kikuchipy_cnn.symmetry import joint_class_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -75,6 +86,7 @@ def main(argv=None):
     print("| set | patterns | phases found | pooled class (largest phase) | pooled probability "
           "| pooled right: system / Bravais / Laue | per pattern right: system / Bravais / Laue |")
     print("|---|---|---|---|---|---|---|")
+    cells = []
     for name, (s, truth) in real_sets(args.data).items():
         xmap = s.classify_structure(model=args.model, min_score=0, verbose=0, show_progressbar=False)
         none = s.classify_structure(model=args.model, min_score=0, pool="none", verbose=0,
@@ -94,6 +106,17 @@ def main(argv=None):
         print(f"| {name} | {n} | {found} | {joint} "
               f"| {score:.2f} | {' / '.join(pooled)} "
               f"| {' / '.join(f'{v:.2f}' for v in per)} |", flush=True)
+        if hasattr(xmap, "pooled_phases") and xmap.pooled_phases.cells is not None:
+            known = KNOWN_SHORTEST.get(truth["phase"], float("nan"))
+            size = float(pp.cell_size[major])
+            cells.append(f"| {name} | {joint} | {format_conventional(pp.conventional_cells[major], size)} "
+                         f"| {format_cell(pp.cells[major], pp.cell_support[major], size)} "
+                         f"| {size:.3f} / {known:.3f} ({size / known:.3f}) |")
+    if cells:
+        print("\n| set | pooled class | conventional cell | reduced cell (share of grains) "
+              "| shortest vector found / known, Å (ratio) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(cells))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,11 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray | 
     return spectra, d_spacings, half.view(np.float16)[:, : _sketch_length(card)].astype(np.float32)
 
 
+#: Columns per pattern of its rebuilt lattice in :func:`_classify_chunk`'s
+#: output: the Niggli cell (9, rows) and its scale to Å (1)
+CELL_COLUMNS = 10
+
+
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
                     per_pattern=None, wavelength=None, sketch=False, features=False, cells=False):
     """Per-chunk work: preprocessing (pixels) or band features (bands) → ONNX
@@ -150,8 +155,9 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     :func:`~kikuchipy_cnn.phases.pattern_sketches` of the preprocessed
     pattern, packed; 0 where not classified); with
     ``cells=True`` (band models) followed by each pattern's lattice rebuilt
-    from its band directions (9 values: the Niggli cell, rows the basis
-    vectors; NaN where none or not classified); with ``features=True`` (band
+    from its band directions (:data:`CELL_COLUMNS` values: the Niggli cell,
+    rows the basis vectors, then the factor that takes it to Å; NaN where
+    none or not classified); with ``features=True`` (band
     models) followed by each pattern's band features (for pooling the
     evidence of a phase; NaN where not classified).
     """
@@ -161,15 +167,15 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
     n = patterns.shape[0]
     ncol = sketch_columns(card) if sketch else 0
     nfeat = card.input_shape[1] if features else 0
-    ncell = 9 if cells else 0
+    ncell = CELL_COLUMNS if cells else 0
     out = np.full((n, len(card.classes) + 1 + ncol + ncell + nfeat), np.nan, dtype=np.float32)
     out[:, len(card.classes) : len(card.classes) + 1 + ncol] = 0
     keep = np.flatnonzero(~excluded)
     if keep.size == 0:
         return out
     if card.input_kind == "bands":
-        x, valid, cell, dsp = _band_input(patterns[keep], per_pattern[keep], wavelength, card,
-                                          static_background)
+        x, valid, cell, dsp, scale = _band_input(patterns[keep], per_pattern[keep], wavelength, card,
+                                                 static_background)
     else:
         x, valid = preprocess(patterns[keep], card.preprocessing, static_background)
     session = get_session(card, providers)
@@ -181,7 +187,8 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
             out[good, out.shape[1] - nfeat :] = x[valid]
         if ncell:
             first = len(card.classes) + 1 + ncol
-            out[good, first : first + ncell] = cell[valid].reshape(-1, ncell)
+            out[good, first : first + 9] = cell[valid].reshape(-1, 9)
+            out[good, first + 9] = scale[valid]
         if sketch:
             if card.input_kind == "bands":
                 x, _ = preprocess(patterns[good], sketch_preprocessing(card), static_background)
@@ -222,8 +229,10 @@ def _band_input(patterns, pcs, wavelength, card, static_background):
     """Band features of patterns (:func:`band_sets`), which patterns are
     usable (finite, not constant), each pattern's lattice rebuilt from its
     band directions (``(n, 3, 3)``, NaN where none: ``band_features(cells=)``,
-    same pass) and the d-spacing histogram of its bands
-    (:func:`kikuchipy_cnn.phases.d_spacing_histogram`, NaN where none)."""
+    same pass), the d-spacing histogram of its bands
+    (:func:`kikuchipy_cnn.phases.d_spacing_histogram`, NaN where none) and
+    the factor that takes its cell to Å (``(n,)``, NaN where none:
+    ``band_features(cell_scales=)``)."""
     from kikuchipy_cnn.features import band_features
     from kikuchipy_cnn.phases import DSPACING_BINS, d_spacing_histogram
 
@@ -231,12 +240,14 @@ def _band_input(patterns, pcs, wavelength, card, static_background):
     feats = np.zeros((len(valid), card.input_shape[1]), dtype=np.float32)
     cells = np.full((len(valid), 3, 3), np.nan)
     d_spacings = np.full((len(valid), DSPACING_BINS), np.nan)
+    scales = np.full(len(valid), np.nan)
     if bands is not None:
         found = np.full((int(valid.sum()), 3, 3), np.nan)
-        feats[valid] = band_features(bands, wavelength, angles, cells=found)
-        cells[valid] = found
+        scale = np.full(int(valid.sum()), np.nan)
+        feats[valid] = band_features(bands, wavelength, angles, cells=found, cell_scales=scale)
+        cells[valid], scales[valid] = found, scale
         d_spacings[valid] = d_spacing_histogram(bands.width, bands.valid, wavelength)
-    return feats, valid, cells, d_spacings
+    return feats, valid, cells, d_spacings, scales
 
 
 #: kikuchipy's pattern centre when none is known (Bruker convention)
@@ -791,7 +802,7 @@ def classify_structure(
     if evidence:
         card.verify_pooled_model()  # before the work, not after it
     n_features = card.input_shape[1] if evidence else 0
-    n_cell = 9 if card.input_kind == "bands" else 0  # each pattern's rebuilt lattice
+    n_cell = CELL_COLUMNS if card.input_kind == "bands" else 0  # each pattern's rebuilt lattice
     n_sketch = sketch_columns(card) if pooling else 0
     lazy_out = map_model(
         signal, nav_shape, mask, card, session, batch_size, bg, _checked_classify_chunk,
@@ -813,11 +824,13 @@ def classify_structure(
             stacklevel=user_stacklevel(),
         )
     classified = np.isfinite(probs).all(axis=1)
-    cells = None
+    cells = cell_scales = None
     if n_cell:
         first = n_classes + 1 + n_sketch
-        cells = np.asarray(out[:, first : first + n_cell], dtype=np.float64).reshape(-1, 3, 3)
+        cells = np.asarray(out[:, first : first + 9], dtype=np.float64).reshape(-1, 3, 3)
+        cell_scales = np.asarray(out[:, first + 9], dtype=np.float64)
         cells[~classified] = np.nan
+        cell_scales[~classified] = np.nan
     if verbose:
         print(f"  Classification speed: {n_used / max(dt, 1e-9):.1f} patterns/s")
     if pooling and classified.sum() >= 2:
@@ -852,7 +865,7 @@ def classify_structure(
         xmap = build_pooled_crystal_map(
             probs, classified, discovery, card, nav_shape, step_sizes, scan_unit,
             float(min_score), mask, phase_list, tempering=card.pool_tempering, evidence=pooled,
-            cells=cells,
+            cells=cells, cell_scales=cell_scales,
         )
         if verbose:
             print(f"  Phases found: {discovery.n_phases} (from {discovery.n_grains} grain(s), "
@@ -866,7 +879,7 @@ def classify_structure(
     if cells is not None:
         from kikuchipy_cnn.crystal_map import add_cell_props
 
-        add_cell_props(xmap, cells)
+        add_cell_props(xmap, cells, cell_scales)
     xmap.prop["kikuchi_check"] = check_out[xmap.is_in_data, 0]
     xmap.prop["kikuchi_probability"] = check_out[xmap.is_in_data, 1]
     if check:

@@ -188,14 +188,21 @@ def build_pooled_crystal_map(
     tempering: float = 0.0,
     evidence: tuple | None = None,
     cells: np.ndarray | None = None,
+    cell_scales: np.ndarray | None = None,
 ) -> CrystalMap:
     """Build the phase map of discovered phases, each with one class pooled
     from all its patterns (``classify_structure(pool="phases")``).
 
     ``cells``, if given (band models), is ``(n, 3, 3)`` each pattern's
-    lattice rebuilt from its band directions: each phase then gets the
-    consensus reduced-cell shape of its grains
-    (:func:`~kikuchipy_cnn.phases.phase_cells`) in ``xmap.pooled_phases``.
+    lattice rebuilt from its band directions and ``cell_scales`` ``(n,)``
+    the factors that take them to Å (NaN where unknown): each phase then
+    gets the consensus reduced cell of its grains and its size
+    (:func:`~kikuchipy_cnn.phases.phase_cells`), and the conventional cell
+    of its pooled class's Bravais lattice where the reduced cell's metric
+    reaches it (:func:`~kikuchipy_cnn.lattice.conventional_cell`), in
+    ``xmap.pooled_phases``. Without candidates, a phase whose conventional
+    cell and size are both known has that lattice (Å) as its
+    ``structure.lattice`` in the map's phase list.
 
     ``evidence``, if given, is ``(labels, pooled, counts)`` of
     :func:`~kikuchipy_cnn.phases.pool_evidence` over the model's classes
@@ -282,41 +289,79 @@ def build_pooled_crystal_map(
     prop["pooled_score"] = np.where(row >= 0, pscore[np.maximum(row, 0)], np.nan).astype(np.float32)
     xmap = _make_map(phase_id, phases, prop, nav_shape, step_sizes, scan_unit, navigation_mask)
     grains = np.array([len(np.unique(discovery.grain[group == g])) for g in labels_])
-    shape = support = None
+    shape = support = size = conventional = None
     if cells is not None:
         from kikuchipy_cnn.phases import phase_cells
 
-        cell_labels, phase_shape, phase_support = phase_cells(cells, group, discovery.grain)
+        cell_labels, phase_shape, phase_support, phase_size = phase_cells(
+            cells, group, discovery.grain, cell_scales)
         # line the cells up with the pooled phases (NaN for a phase without one)
-        shape, support = np.full((len(labels_), 6), np.nan), np.zeros(len(labels_))
+        shape, support, size = np.full((k, 6), np.nan), np.zeros(k), np.full(k, np.nan)
         if len(cell_labels):
             at = np.minimum(np.searchsorted(cell_labels, labels_), len(cell_labels) - 1)
             found = cell_labels[at] == labels_
             shape[found], support[found] = phase_shape[at[found]], phase_support[at[found]]
+            size[found] = phase_size[at[found]]
+        conventional = _conventional_cells(shape, [restricted_classes[c] for c in top])
+        if phase_list is None:
+            for i in range(k):
+                if np.isfinite(conventional[i]).all() and np.isfinite(size[i]):
+                    _set_lattice(xmap.phases[i], conventional[i], size[i])
     xmap.pooled_phases = PooledPhases(
         names=names, phase_ids=phase_ids.astype(int), classes=tuple(restricted_classes),
         probabilities=pooled, scores=pscore, n_patterns=counts, n_grains=grains,
         tempering=float(tempering), method=method, cells=shape, cell_support=support,
+        cell_size=size, conventional_cells=conventional,
     )
     return xmap
 
 
+def _conventional_cells(shape: np.ndarray, classes: list[str]) -> np.ndarray:
+    """``(k, 6)`` conventional cell ``(a, b, c, alpha, beta, gamma)`` of each
+    phase's class's Bravais lattice from its reduced-cell shape (lengths in
+    units of the reduced cell's ``a``), NaN where there is no shape or its
+    metric does not reach the lattice (:func:`~kikuchipy_cnn.lattice.conventional_cell`)."""
+    from kikuchipy_cnn.lattice import cell_parameters, conventional_cell, lattice_matrix
+
+    out = np.full((len(classes), 6), np.nan)
+    for i, label in enumerate(classes):
+        if not np.isfinite(shape[i]).all():
+            continue
+        found = conventional_cell(lattice_matrix(*shape[i]), joint_class_info(label)["bravais_lattice"])
+        if found is not None:
+            out[i] = cell_parameters(found[1])
+    return out
+
+
+def _set_lattice(phase: Phase, conventional: np.ndarray, size: float) -> None:
+    """Give a discovered phase its conventional lattice in Å (``conventional``
+    in units of the reduced cell's ``a``, ``size`` that ``a`` in Å)."""
+    from diffpy.structure import Lattice, Structure
+
+    a, b, c = (float(v) * float(size) for v in conventional[:3])
+    phase.structure = Structure(lattice=Lattice(a, b, c, *(float(v) for v in conventional[3:])))
+
+
 #: Per-pattern properties of the reduced cell rebuilt from a pattern's band
 #: directions (band models; :func:`add_cell_props`)
-CELL_PROPS = ("cell_b_over_a", "cell_c_over_a", "cell_alpha", "cell_beta", "cell_gamma")
+CELL_PROPS = ("cell_a", "cell_b_over_a", "cell_c_over_a", "cell_alpha", "cell_beta", "cell_gamma")
 
 
-def add_cell_props(xmap: CrystalMap, cells: np.ndarray) -> None:
-    """Add each pattern's reduced-cell shape to a map as properties
-    :data:`CELL_PROPS`: b/a, c/a and the angles (degrees) of the Niggli cell
-    (a <= b <= c) of the lattice rebuilt from its band directions; NaN where
-    no lattice was found or the pattern was not classified.
+def add_cell_props(xmap: CrystalMap, cells: np.ndarray, scales: np.ndarray) -> None:
+    """Add each pattern's reduced cell to a map as properties
+    :data:`CELL_PROPS`: ``a`` in Å, b/a, c/a and the angles (degrees) of the
+    Niggli cell (a <= b <= c) of the lattice rebuilt from its band directions;
+    NaN where no lattice was found or the pattern was not classified (and
+    ``a`` also where fewer than three indexed bands have a width).
 
-    ``cells`` is ``(n, 3, 3)`` over all navigation points (numpy order).
+    ``cells`` is ``(n, 3, 3)`` and ``scales`` ``(n,)`` (the factors that take
+    the cells to Å) over all navigation points (numpy order).
     """
     from kikuchipy_cnn.lattice import cell_shape
 
-    out = cell_shape(cells)[:, 1:]
+    shape = cell_shape(cells)
+    a = np.linalg.norm(np.asarray(cells, dtype=np.float64)[:, 0], axis=1) * np.asarray(scales, np.float64)
+    out = np.column_stack([a, shape[:, 1:]])
     for j, name in enumerate(CELL_PROPS):
         xmap.prop[name] = out[xmap.is_in_data, j].astype(np.float32)
 

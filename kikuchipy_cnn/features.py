@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kikuchipy_cnn.lattice import METRIC_TOLERANCES, reconstruct_lattice
+from kikuchipy_cnn.bands import bragg_angles
+from kikuchipy_cnn.lattice import METRIC_TOLERANCES, length_scale, reconstruct_lattice
 from kikuchipy_cnn.symmetry import BRAVAIS_LATTICES
 
 __all__ = [
@@ -154,10 +155,14 @@ def _lattice_block(fit, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: float,
-                     sigma_length: float | None = None, cell: np.ndarray | None = None) -> np.ndarray:
+                     sigma_length: float | None = None, cell: np.ndarray | None = None,
+                     cell_scale: np.ndarray | None = None) -> np.ndarray:
     """Feature vector of one pattern's valid bands (see :func:`band_features`);
     ``cell``, a ``(3, 3)`` array if given, receives the Niggli cell of the
-    lattice rebuilt from the band directions (NaN when none)."""
+    lattice rebuilt from the band directions (NaN when none), and
+    ``cell_scale``, a ``(1,)`` array if given, the factor that takes that cell
+    to Å (:func:`~kikuchipy_cnn.lattice.length_scale` from the calibrated
+    widths, :func:`~kikuchipy_cnn.bands.bragg_angles`; NaN when none)."""
     normals = np.asarray(normals, np.float64)
     widths = np.asarray(widths, np.float64)
     strength = np.asarray(strength, np.float64)
@@ -169,6 +174,9 @@ def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: 
         fit_dir = reconstruct_lattice(normals, widths, strength, wavelength, use_widths=False)
     if cell is not None:
         cell[...] = np.nan if fit_dir is None else fit_dir.direct
+    if cell_scale is not None:
+        cell_scale[...] = np.nan if fit_dir is None else length_scale(
+            fit_dir, bragg_angles(widths), wavelength)
     ladder, cand, fitf = _lattice_block(fit, max(len(normals), 1))
     dladder, dcand, dfit = _lattice_block(fit_dir, max(len(normals), 1))
     dfit = np.delete(dfit, 3)  # no length residual without widths
@@ -178,7 +186,8 @@ def pattern_features(normals, widths, strength, wavelength: float, pixel_angle: 
                            geom, tail]).astype(np.float32)
 
 
-def band_features(bands, wavelength, pixel_angle, cells: np.ndarray | None = None) -> np.ndarray:
+def band_features(bands, wavelength, pixel_angle, cells: np.ndarray | None = None,
+                  cell_scales: np.ndarray | None = None) -> np.ndarray:
     """Feature vectors ``(n, F)`` float32 of patterns' bands.
 
     Parameters
@@ -195,17 +204,26 @@ def band_features(bands, wavelength, pixel_angle, cells: np.ndarray | None = Non
         lattice rebuilt from its band directions alone (Niggli cell, rows the
         basis vectors; its scale is arbitrary, its shape is not; NaN where
         none was found), made in the same pass as the features.
+    cell_scales
+        ``(n,)`` float array or None: if given, receives the factor that takes
+        each of those cells to Å (``cells[i] * cell_scales[i]``), from the
+        pattern's calibrated band widths and ``wavelength``
+        (:func:`~kikuchipy_cnn.lattice.length_scale`); NaN where no cell or
+        fewer than three of its indexed bands have a width.
     """
     n = bands.normals.shape[0]
     if cells is not None and np.shape(cells) != (n, 3, 3):
         raise ValueError(f"cells must be ({n}, 3, 3), not {np.shape(cells)}")
+    if cell_scales is not None and np.shape(cell_scales) != (n,):
+        raise ValueError(f"cell_scales must be ({n},), not {np.shape(cell_scales)}")
     lam = np.broadcast_to(np.asarray(wavelength, np.float64), (n,))
     pa = np.broadcast_to(np.asarray(pixel_angle, np.float64), (n,))
     out = np.empty((n, len(feature_names())), np.float32)
     for i in range(n):
         v = bands.valid[i]
         out[i] = pattern_features(bands.normals[i][v], bands.width[i][v], bands.strength[i][v], lam[i], pa[i],
-                                  cell=None if cells is None else cells[i])
+                                  cell=None if cells is None else cells[i],
+                                  cell_scale=None if cell_scales is None else cell_scales[i : i + 1])
     return out
 
 

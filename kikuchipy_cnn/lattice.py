@@ -21,8 +21,11 @@ noisy sample of the reciprocal lattice, and the lattice can be rebuilt from it:
 :func:`reconstruct_lattice` runs the whole chain and returns a
 :class:`LatticeFit`. Directions are in any fixed frame (the detector frame of
 :mod:`kikuchipy_cnn.bands`); cells are returned with basis vectors as rows,
-lengths in Å, no factor 2 pi. Widths measured from profiles are about 0.9 x the
-true 2 theta_B, so absolute lengths carry that scale; angles and ratios do not.
+lengths in Å, no factor 2 pi. Widths measured from profiles are not 2 theta_B
+(narrow bands come out too narrow, the widest too wide), so cells fitted to raw
+widths carry that error in their lengths; angles and ratios do not.
+:func:`length_scale` gives a cell rebuilt from directions its size in Å from
+calibrated widths (:func:`kikuchipy_cnn.bands.bragg_angles`).
 """
 
 from __future__ import annotations
@@ -52,8 +55,12 @@ __all__ = [
     "consensus_cell",
     "direction_bases",
     "generated_sublattice",
+    "conventional_cell",
     "index_bands",
+    "lattice_matrix",
     "lattice_symmetry",
+    "lattice_vector_lengths",
+    "length_scale",
     "metric_candidates",
     "niggli_cell",
     "reciprocal_vectors",
@@ -105,6 +112,19 @@ def reciprocal_vectors(normals, widths, wavelength: float) -> tuple[np.ndarray, 
     return n * length[:, None], has
 
 
+def lattice_matrix(a, b, c, alpha, beta, gamma) -> np.ndarray:
+    """Direct lattice vectors as rows (units of ``a``, ``b``, ``c``), a along x,
+    b in the xy plane, from cell parameters (angles in degrees); the inverse of
+    :func:`cell_parameters`."""
+    al, be, ga = np.radians([alpha, beta, gamma])
+    ax = np.array([a, 0, 0])
+    bx = np.array([b * np.cos(ga), b * np.sin(ga), 0])
+    cx = c * np.cos(be)
+    cy = c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
+    cz = np.sqrt(max(c**2 - cx**2 - cy**2, 0.0))
+    return np.array([ax, bx, [cx, cy, cz]])
+
+
 def cell_parameters(basis: np.ndarray) -> np.ndarray:
     """``(a, b, c, alpha, beta, gamma)`` (degrees) of a cell with rows as basis vectors."""
     a = np.asarray(basis, dtype=np.float64)
@@ -139,12 +159,21 @@ def cell_fingerprints(cells: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.nda
     """:func:`cell_fingerprint` of many cells ``(m, 3, 3)`` at once: ``(m, n)``
     (in blocks, a few MB at a time). The cells must be finite and
     non-degenerate."""
+    length = lattice_vector_lengths(cells, n)
+    return length / length[:, :1]
+
+
+def lattice_vector_lengths(cells: np.ndarray, n: int = FINGERPRINT_VECTORS) -> np.ndarray:
+    """``(m, n)`` lengths of the ``n`` shortest lattice vectors (one of each ±v
+    pair, ascending; in the cells' units) of cells ``(m, 3, 3)`` (rows the basis
+    vectors; reduced, finite, non-degenerate), in blocks of a few MB. The
+    first column is the shortest vector, e.g. a phase's size in Å."""
     cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
     out = np.empty((len(cells), n))
     for start in range(0, len(cells), 1024):
         block = cells[start : start + 1024]
-        length = np.sort(np.linalg.norm(np.einsum("kj,mji->mki", _FP_COEFF, block), axis=2), axis=1)[:, :n]
-        out[start : start + 1024] = length / length[:, :1]
+        out[start : start + 1024] = np.sort(
+            np.linalg.norm(np.einsum("kj,mji->mki", _FP_COEFF, block), axis=2), axis=1)[:, :n]
     return out
 
 
@@ -395,6 +424,89 @@ def metric_candidates(direct: np.ndarray, g: np.ndarray, has_length: np.ndarray,
         out[bravais] = (float(tol), float(np.sqrt(np.mean(ang**2))),
                         float(np.sqrt(np.mean(dl**2))) if dl.size else float("nan"), int(ok.sum()))
     return out
+
+
+#: Fewest indexed bands with a width that give :func:`length_scale` a scale
+MIN_SCALE_BANDS = 3
+
+
+def length_scale(fit: "LatticeFit", two_theta, wavelength: float,
+                 min_bands: int = MIN_SCALE_BANDS) -> float:
+    """Factor that takes a lattice rebuilt from band directions to Å.
+
+    A fit from directions alone (``reconstruct_lattice(use_widths=False)``)
+    has the right shape at an arbitrary scale. Each of its indexed bands with a
+    Bragg angle says how large the cell is: its reflection ``hkl`` has
+    ``|hkl @ reciprocal| = s / d`` with ``d = lambda / (2 sin(2 theta / 2))``;
+    the scale ``s`` is the median over the bands (in log), so the cell in Å is
+    ``s * fit.direct`` (and the reciprocal basis ``fit.reciprocal / s``).
+    A band that shows a higher order ``n hkl`` of its plane pulls ``s``
+    down by ``n``: the median keeps a minority of those from mattering.
+
+    Parameters
+    ----------
+    fit
+        :class:`LatticeFit` of the bands (any scale).
+    two_theta
+        ``(k,)`` twice the Bragg angle (rad) of the same bands, NaN where
+        unknown: calibrated widths (:func:`kikuchipy_cnn.bands.bragg_angles`).
+    wavelength
+        Electron wavelength in Å.
+    min_bands
+        Fewest indexed bands with a finite ``two_theta`` for a scale.
+
+    Returns
+    -------
+    float
+        The scale, NaN with fewer than ``min_bands`` such bands.
+    """
+    two_theta = np.asarray(two_theta, dtype=np.float64)
+    if two_theta.shape != (len(fit.indexed),):
+        raise ValueError(f"two_theta must be one per band ({len(fit.indexed)},), not {two_theta.shape}")
+    if not (np.isfinite(wavelength) and wavelength > 0):
+        raise ValueError(f"wavelength must be a positive number of Å, not {wavelength!r}")
+    use = fit.indexed & np.isfinite(two_theta) & (two_theta > 0) & (two_theta < np.pi)
+    if use.sum() < min_bands:
+        return float("nan")
+    d = wavelength / (2 * np.sin(two_theta[use] / 2))
+    g = np.linalg.norm(fit.hkl[use] @ fit.reciprocal, axis=1)
+    return float(np.exp(np.median(np.log(g * d))))
+
+
+def conventional_cell(direct: np.ndarray, bravais: str,
+                      tolerances=METRIC_TOLERANCES) -> tuple[float, np.ndarray] | None:
+    """The conventional cell of a Bravais lattice that a reduced cell's metric
+    reaches, idealised (spglib on a one-atom cell, as in :func:`lattice_symmetry`).
+
+    Parameters
+    ----------
+    direct
+        ``(3, 3)`` cell (rows the basis vectors; any basis of the lattice).
+    bravais
+        Bravais lattice symbol, e.g. ``"cF"`` (R lattices come in hexagonal axes).
+    tolerances
+        The ladder: the cell is the one at the smallest tolerance whose metric
+        symmetry is ``bravais``.
+
+    Returns
+    -------
+    (tolerance, cell) or None
+        ``cell`` ``(3, 3)`` rows in the standard setting of the lattice, same
+        units as ``direct``; None when no tolerance of the ladder gives
+        ``bravais`` (the metric does not have that symmetry: e.g. a cell of
+        cubic shape never gives ``"tP"``, nor one of triclinic shape ``"cF"``).
+    """
+    from kikuchipy_cnn.symmetry import BRAVAIS_LATTICES
+
+    if bravais not in BRAVAIS_LATTICES:
+        raise ValueError(f"bravais must be one of {BRAVAIS_LATTICES}, not {bravais!r}")
+    a = np.asarray(direct, dtype=np.float64)
+    if a.shape != (3, 3) or not np.isfinite(a).all() or not _non_degenerate(a[None])[0]:
+        raise ValueError(f"direct must be a finite non-degenerate (3, 3) cell, not {a!r}")
+    for tol, b, cell in _ladder(niggli_cell(a), tolerances):
+        if b == bravais:
+            return tol, cell
+    return None
 
 
 def generated_sublattice(hkl: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ __all__ = [
     "pattern_sketches",
     "pattern_spectra",
     "format_cell",
+    "format_conventional",
     "phase_cells",
     "pool_evidence",
     "pool_probabilities",
@@ -210,12 +211,16 @@ def pool_probabilities(probs: np.ndarray, groups: np.ndarray, clip: float = POOL
 GRAIN_CELLS = 8
 
 
-def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
-    """The reduced-cell shape of each group of patterns (e.g. a discovered
+def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray,
+                scales: np.ndarray | None = None):
+    """The reduced cell of each group of patterns (e.g. a discovered
     phase): each view (grain) first gets one cell, the
     :func:`~kikuchipy_cnn.lattice.consensus_cell` of up to
     :data:`GRAIN_CELLS` of its patterns' cells; the group's cell is the
-    consensus of its grains' cells, each grain weighing one.
+    consensus of its grains' cells, each grain weighing one. Its size is the
+    median, over the group's patterns whose cells agree with it
+    (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`) and have a scale, of
+    their shortest lattice vector in Å.
 
     Parameters
     ----------
@@ -227,6 +232,9 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
         ``(n,)`` group per pattern; negative: left out.
     views
         ``(n,)`` view (grain) per pattern.
+    scales
+        ``(n,)`` factor that takes each cell to Å (NaN where unknown;
+        ``band_features(cell_scales=)``), or None: no sizes.
 
     Returns
     -------
@@ -235,22 +243,37 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
     shape
         ``(g, 6)``: ``(1, b/a, c/a, alpha, beta, gamma)`` of the consensus
         Niggli cell (a <= b <= c; degrees), NaN where no pattern of the group
-        has a cell. The scale is not determined (band directions alone).
+        has a cell.
     support
         ``(g,)`` fraction of the group's grains with a cell whose cell has
         the consensus shape (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`);
         0 where none.
+    size
+        ``(g,)`` the consensus cell's ``a`` (its shortest lattice vector) in
+        Å, so its lengths are ``size * shape[:, :3]``; NaN where no agreeing
+        pattern has a scale, and without ``scales``.
     """
-    from kikuchipy_cnn.lattice import cell_shape, consensus_cell
+    from kikuchipy_cnn.lattice import (
+        CELL_AGREEMENT,
+        cell_fingerprints,
+        cell_shape,
+        consensus_cell,
+        lattice_vector_lengths,
+    )
 
     cells = np.asarray(cells, dtype=np.float64)
     groups, views = np.asarray(groups), np.asarray(views)
     if cells.shape != (len(groups), 3, 3) or views.shape != groups.shape:
         raise ValueError(f"cells must be (n, 3, 3) and groups, views (n,), not {cells.shape}, "
                          f"{groups.shape}, {views.shape}")
+    if scales is not None:
+        scales = np.asarray(scales, dtype=np.float64)
+        if scales.shape != groups.shape:
+            raise ValueError(f"scales must be (n,) = {groups.shape}, not {scales.shape}")
     labels = np.unique(groups[groups >= 0])
     shape = np.full((labels.size, 6), np.nan)
     support = np.zeros(labels.size)
+    size = np.full(labels.size, np.nan)
     has = np.isfinite(cells).all(axis=(1, 2)) & (groups >= 0)
     rows = np.flatnonzero(has)
     # one cell per (group, view): the consensus of a few of its patterns
@@ -270,22 +293,68 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray):
         if mine.size == 0:
             continue
         best, support[k] = consensus_cell(grain_cell[mine])
-        if best >= 0:
-            shape[k] = cell_shape(grain_cell[mine[best]])
-    return labels, shape, support
+        if best < 0:
+            continue
+        shape[k] = cell_shape(grain_cell[mine[best]])
+        if scales is None:
+            continue
+        sized = rows[(groups[rows] == g) & np.isfinite(scales[rows]) & (scales[rows] > 0)]
+        if sized.size == 0:
+            continue
+        want = np.log(cell_fingerprints(grain_cell[mine[best]]))
+        agree = np.abs(np.log(cell_fingerprints(cells[sized])) - want).max(axis=1) <= CELL_AGREEMENT
+        if agree.any():
+            shortest = lattice_vector_lengths(cells[sized[agree]], 1)[:, 0]
+            size[k] = float(np.median(shortest * scales[sized[agree]]))
+    return labels, shape, support, size
 
 
 #: Column heading of :func:`format_cell`
-CELL_HEADING = "reduced cell a:b:c, alpha beta gamma (share of grains)"
+CELL_HEADING = "reduced cell a b c (Å) or a:b:c, alpha beta gamma (share of grains)"
+
+#: Column heading of :func:`format_conventional`
+CONVENTIONAL_HEADING = "conventional cell"
 
 
-def format_cell(cell, support) -> str:
-    """``"1:b/a:c/a, alpha beta gamma (support %)"`` of a :func:`phase_cells`
-    row, or ``"none"``."""
+def format_cell(cell, support, size=float("nan")) -> str:
+    """``"a b c Å, alpha beta gamma (support %)"`` of a :func:`phase_cells`
+    row with its size, ``"1:b/a:c/a, alpha beta gamma (support %)"`` without
+    one, or ``"none"``."""
     c = np.asarray(cell, dtype=np.float64)
     if not np.isfinite(c).all():
         return "none"
-    return f"1:{c[1]:.2f}:{c[2]:.2f}, {c[3]:.1f} {c[4]:.1f} {c[5]:.1f} ({float(support):.0%})"
+    if np.isfinite(size):
+        lengths = f"{c[0] * size:.2f} {c[1] * size:.2f} {c[2] * size:.2f} Å"
+    else:
+        lengths = f"1:{c[1]:.2f}:{c[2]:.2f}"
+    return f"{lengths}, {c[3]:.1f} {c[4]:.1f} {c[5]:.1f} ({float(support):.0%})"
+
+
+def format_conventional(cell, size=float("nan")) -> str:
+    """The conventional cell ``(a, b, c, alpha, beta, gamma)`` (lengths in
+    units of the reduced cell's ``a``; ``size`` that ``a`` in Å), only its
+    free parameters: ``"a 3.52 Å"`` (cubic), ``"a 2.95, c 4.68 Å"``
+    (tetragonal, hexagonal, R in hexagonal axes), ``"a b c"``
+    (orthorhombic), plus ``beta`` (monoclinic) or all angles (triclinic);
+    ratios to ``a`` without a size; ``"none"`` where not found."""
+    c = np.asarray(cell, dtype=np.float64)
+    if not np.isfinite(c).all():
+        return "none"
+    sized = np.isfinite(size)
+    ln = c[:3] * (size if sized else 1.0 / c[0])
+    unit = " Å" if sized else " (a = 1)"
+    eq = np.isclose(ln[:, None], ln[None, :], rtol=1e-3)
+    right = np.isclose(c[3:], 90.0, atol=0.05)
+    if eq.all() and right.all():
+        return f"a {ln[0]:.3f}" + unit
+    if eq[0, 1] and right[:2].all() and (right[2] or np.isclose(c[5], 120.0, atol=0.05)):
+        return f"a {ln[0]:.3f}, c {ln[2]:.3f}" + unit
+    text = f"a {ln[0]:.3f}, b {ln[1]:.3f}, c {ln[2]:.3f}" + unit
+    if right.all():
+        return text
+    if right[0] and right[2]:
+        return text + f", beta {c[4]:.1f}"
+    return text + f", {c[3]:.1f} {c[4]:.1f} {c[5]:.1f}"
 
 
 def pool_evidence(features: np.ndarray, groups: np.ndarray, views: np.ndarray, model_path,
@@ -810,12 +879,23 @@ class PooledPhases:
         ``"probabilities"``: the patterns' probabilities were pooled
         (:func:`pool_probabilities`); ``"evidence"``: their band features,
         by the card's pooled model (:func:`pool_evidence`).
-    cells, cell_support
+    cells, cell_support, cell_size
         Band models only (else None): ``(n_phases, 6)`` reduced-cell shape
         ``(1, b/a, c/a, alpha, beta, gamma)`` of each phase from the lattices
-        rebuilt from its patterns' band directions, and the share of its
-        grains that agree with it (:func:`phase_cells`). A metric, not a
-        symmetry: the class is the pooled one.
+        rebuilt from its patterns' band directions, the share of its
+        grains that agree with it, and ``(n_phases,)`` the cell's ``a`` in Å
+        from the patterns' calibrated band widths and the beam energy (NaN
+        where unknown; :func:`phase_cells`). A metric, not a symmetry: the
+        class is the pooled one.
+    conventional_cells
+        Band models only (else None): ``(n_phases, 6)`` the conventional
+        cell ``(a, b, c, alpha, beta, gamma)`` of the Bravais lattice of each
+        phase's pooled class, idealised from its reduced cell (lengths in
+        units of the reduced cell's ``a``: times ``cell_size`` for Å); NaN
+        where the reduced cell's metric does not reach that lattice within
+        :data:`~kikuchipy_cnn.lattice.METRIC_TOLERANCES`
+        (:func:`~kikuchipy_cnn.lattice.conventional_cell`), i.e. where the
+        cell and the class disagree.
     """
 
     names: list
@@ -829,13 +909,18 @@ class PooledPhases:
     method: str = "probabilities"
     cells: np.ndarray | None = None
     cell_support: np.ndarray | None = None
+    cell_size: np.ndarray | None = None
+    conventional_cells: np.ndarray | None = None
 
     def __repr__(self) -> str:
         has_cells = self.cells is not None
         rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"
-                + (f"  {CELL_HEADING}" if has_cells else "")]
+                + (f"  {CONVENTIONAL_HEADING:<24}  {CELL_HEADING}" if has_cells else "")]
         for i, name in enumerate(self.names):
-            cell = "  " + format_cell(self.cells[i], self.cell_support[i]) if has_cells else ""
+            cell = ""
+            if has_cells:
+                conv = format_conventional(self.conventional_cells[i], self.cell_size[i])
+                cell = f"  {conv:<24}  " + format_cell(self.cells[i], self.cell_support[i], self.cell_size[i])
             rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
                         f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}{cell}")
         if self.method == "evidence":

@@ -239,9 +239,12 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
         most frequent first. ``print(format_summary(table))`` prints it.
         For a band model's ``pool="phases"`` map at the joint level, each
         discovered phase's entry also has ``"cell"`` (its reduced-cell shape
-        ``(1, b/a, c/a, alpha, beta, gamma)``, NaN where none) and
-        ``"cell_support"`` (the share of its grains that agree), from
-        ``xmap.pooled_phases``.
+        ``(1, b/a, c/a, alpha, beta, gamma)``, NaN where none),
+        ``"cell_support"`` (the share of its grains that agree),
+        ``"cell_size"`` (the reduced cell's ``a`` in Å, NaN where unknown)
+        and ``"conventional_cell"`` (the conventional cell of its class's
+        Bravais lattice, lengths in units of the reduced ``a``; NaN where
+        the cell's metric does not reach it), from ``xmap.pooled_phases``.
     """
     if level == "joint":
         ids = xmap.phase_id
@@ -267,6 +270,8 @@ def summary(xmap: CrystalMap, level: str = "joint") -> dict:
             if name in out and list(pp.names).count(name) == 1:
                 out[name]["cell"] = tuple(float(v) for v in pp.cells[i])
                 out[name]["cell_support"] = float(pp.cell_support[i])
+                out[name]["cell_size"] = float(pp.cell_size[i])
+                out[name]["conventional_cell"] = tuple(float(v) for v in pp.conventional_cells[i])
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
 
 
@@ -286,7 +291,7 @@ def format_summary(table: dict | CrystalMap, level: str = "joint") -> str:
     -------
     text
         One line per class: count, fraction and mean score (and, where the
-        table has it, the phase's reduced cell).
+        table has it, the phase's conventional and reduced cells).
 
     Examples
     --------
@@ -301,12 +306,15 @@ def format_summary(table: dict | CrystalMap, level: str = "joint") -> str:
         raise TypeError(
             f"format_summary() takes a table from summary() or a CrystalMap, not {type(table)}"
         )
-    from kikuchipy_cnn.phases import CELL_HEADING, format_cell
+    from kikuchipy_cnn.phases import CELL_HEADING, CONVENTIONAL_HEADING, format_cell, format_conventional
 
     cells = any("cell" in row for row in table.values())
     lines = [f"  {'class':<16} {'n':>8} {'fraction':>9} {'mean score':>11}"
-             + (f"  {CELL_HEADING}" if cells else "")]
+             + (f"  {CONVENTIONAL_HEADING:<24}  {CELL_HEADING}" if cells else "")]
     for name, row in table.items():
-        cell = "  " + format_cell(row["cell"], row["cell_support"]) if "cell" in row else ""
+        cell = ""
+        if "cell" in row:
+            conv = format_conventional(row["conventional_cell"], row["cell_size"])
+            cell = f"  {conv:<24}  " + format_cell(row["cell"], row["cell_support"], row["cell_size"])
         lines.append(f"  {name:<16} {row['n']:>8} {row['fraction']:>9.1%} {row['mean_score']:>11.3f}{cell}")
     return "\n".join(lines)

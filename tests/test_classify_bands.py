@@ -218,7 +218,19 @@ def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_s
     np.testing.assert_allclose(row["cell"], pp.cells[0])
     assert row["cell_support"] == pp.cell_support[0]
     text = kikuchipy_cnn.format_summary(xmap)
-    assert "reduced cell a:b:c" in text and f"1:{pp.cells[0, 1]:.2f}:" in text
+    size = pp.cell_size[0]
+    assert "reduced cell a b c (Å)" in text and f"{pp.cells[0, 1] * size:.2f} {pp.cells[0, 2] * size:.2f} Å" in text
+    # its size from the calibrated band widths and 20 kV: Ni's fcc, a = 3.524 Å
+    # (shortest vector 2.492 Å; measured 2.89, the conventional cell 4.17 Å: 16 %
+    # long, these 60 px patterns' bands being measured narrow)
+    assert row["cell_size"] == size and abs(np.log(size / (3.524 / 2**0.5))) < 0.2
+    conv = pp.conventional_cells[0] * np.array([size] * 3 + [1] * 3)
+    np.testing.assert_allclose(conv[3:], 90)
+    assert abs(np.log(conv[0] / 3.524)) < 0.2 and np.ptp(conv[:3]) < 1e-6
+    assert f"a {conv[0]:.3f} Å" in text and row["conventional_cell"] == tuple(pp.conventional_cells[0])
+    # and it is the phase's lattice in the map's phase list (Å)
+    lat = xmap.phases[0].structure.lattice
+    np.testing.assert_allclose([lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma], conv, rtol=1e-6)
     assert "cell" not in kikuchipy_cnn.summary(xmap, "crystal_system")["cubic"]
 
 
@@ -235,27 +247,29 @@ def test_each_pattern_and_each_phase_get_the_reduced_cell_of_its_band_directions
     bg = ni.static_background.astype(np.float32)
     x = x / np.maximum(bg / bg.mean(), 0.01)
     pcs = ni.detector.pc.reshape(-1, 3)
-    cells = np.zeros((9, 3, 3))
-    band_features(detect_bands(x, pcs, n_bands=16), electron_wavelength(20), 1 / (pcs[:, 2] * 60), cells=cells)
-    want = np.full((9, 5), np.nan)
+    cells, scales = np.zeros((9, 3, 3)), np.zeros(9)
+    band_features(detect_bands(x, pcs, n_bands=16), electron_wavelength(20), 1 / (pcs[:, 2] * 60), cells=cells,
+                  cell_scales=scales)
+    want = np.full((9, 6), np.nan)
     for i in range(9):
         if np.isfinite(cells[i]).all():
             p = cell_parameters(cells[i])
-            want[i] = [p[1] / p[0], p[2] / p[0], *p[3:]]
-    assert np.isfinite(want).all(axis=1).sum() >= 5
+            want[i] = [p[0] * scales[i], p[1] / p[0], p[2] / p[0], *p[3:]]
+    assert np.isfinite(want[:, 1:]).all(axis=1).sum() >= 5 and np.isfinite(want[:, 0]).sum() >= 5
     got = np.column_stack([xmap.prop[name] for name in CELL_PROPS])
     np.testing.assert_allclose(got, want, rtol=1e-4)
-    assert (got[np.isfinite(got[:, 0]), 0] >= 1).all()  # a <= b <= c
+    assert (got[np.isfinite(got[:, 1]), 1] >= 1).all()  # a <= b <= c
     lazy = ni.as_lazy().classify_structure(pool="none", **kw)
     np.testing.assert_allclose(np.column_stack([lazy.prop[n] for n in CELL_PROPS]), got, rtol=1e-6)
     # pooled: each phase the consensus of its grains, each grain counting once
     pooled = ni.classify_structure(pool="phases", **kw)
     pp = pooled.pooled_phases
     assert pp.cells.shape == (len(pp.names), 6) and ((0 < pp.cell_support) & (pp.cell_support <= 1)).all()
-    _, shape, support = phase_cells(cells, pooled.prop["phase_index"], pooled.prop["grain_index"])
+    _, shape, support, size = phase_cells(cells, pooled.prop["phase_index"], pooled.prop["grain_index"], scales)
     np.testing.assert_allclose(pp.cells, shape, rtol=1e-4)
     np.testing.assert_allclose(pp.cell_support, support)
-    assert "reduced cell a:b:c" in repr(pp)
+    np.testing.assert_allclose(pp.cell_size, size, rtol=1e-4)
+    assert "reduced cell a b c (Å)" in repr(pp) and "conventional cell" in repr(pp)
     np.testing.assert_allclose(np.column_stack([pooled.prop[n] for n in CELL_PROPS]), got, rtol=1e-6)
     # a masked pattern has no cell, and is in no phase's consensus
     mask = np.zeros((3, 3), bool)
@@ -275,3 +289,26 @@ def test_pixel_models_carry_no_cells(ni, tiny_card_path):
 
     assert not any("cell" in row for row in kikuchipy_cnn.summary(xmap).values())
     assert "reduced cell" not in kikuchipy_cnn.format_summary(xmap)
+
+
+def test_discovered_lattice_is_saved_and_candidates_keep_their_own(ni, tmp_path):
+    from diffpy.structure import Lattice, Structure
+    from orix import io
+    from orix.crystal_map import Phase, PhaseList
+
+    from kikuchipy_cnn.io import save_crystal_map
+
+    kw = dict(model="kcnn-bands-mlp", verbose=0, min_score=0, show_progressbar=False)
+    xmap = ni.classify_structure(**kw)
+    lat = xmap.phases[0].structure.lattice
+    assert 3.0 < lat.a < 5.0  # Å, from the widths (see the test above)
+    save_crystal_map(xmap, tmp_path / "ni.h5")
+    back = io.load(tmp_path / "ni.h5").phases[0].structure.lattice
+    np.testing.assert_allclose([back.a, back.b, back.c, back.alpha], [lat.a, lat.b, lat.c, lat.alpha], rtol=1e-6)
+    # the user's candidates keep their lattices; the pooled cell is still reported
+    cands = PhaseList(Phase("Ni", space_group=225, structure=Structure(lattice=Lattice(3.524, 3.524, 3.524,
+                                                                                        90, 90, 90))))
+    mine = ni.classify_structure(phase_list=cands, **kw)
+    assert mine.phases[0].structure.lattice.a == pytest.approx(3.524)
+    assert cands[0].structure.lattice.a == pytest.approx(3.524)
+    np.testing.assert_allclose(mine.pooled_phases.cell_size, xmap.pooled_phases.cell_size)

@@ -280,3 +280,70 @@ def test_consensus_cell_is_the_weighted_medoid_of_agreeing_shapes():
     # a cell 2 x the tolerance away in shape does not agree
     stretched = fcc * np.array([[1.0], [1.0], [np.exp(2 * CELL_AGREEMENT)]])
     assert consensus_cell(np.array([fcc, stretched]))[1] == pytest.approx(0.5)
+
+
+def test_lattice_matrix_is_the_inverse_of_cell_parameters():
+    from kikuchipy_cnn.lattice import lattice_matrix
+
+    p = np.array([4.2, 5.1, 6.3, 80.0, 104.0, 95.0])
+    np.testing.assert_allclose(cell_parameters(lattice_matrix(*p)), p, atol=1e-9)
+    np.testing.assert_allclose(lattice_matrix(*p), direct_basis(*p), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cF", "hP", "mP"])
+def test_length_scale_takes_a_cell_from_directions_to_angstrom(name):
+    from kikuchipy_cnn.lattice import MIN_SCALE_BANDS, lattice_vector_lengths, length_scale
+
+    rng = np.random.default_rng(1)
+    n, w, d = band_set(name, rng, n_bands=22)
+    fit = reconstruct_lattice(n, w, d, LAMBDA, use_widths=False)  # arbitrary scale
+    a = direct_basis(*CASES[name][0])
+    if name == "cF":  # the primitive cell of the face-centred lattice
+        a = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) @ a
+    true = lattice_vector_lengths(niggli_cell(a), 1)[0, 0]
+    # exact Bragg angles: the cell in Å, whatever scale the directions gave it
+    s = length_scale(fit, w, LAMBDA)
+    assert lattice_vector_lengths(fit.direct * s, 1)[0, 0] == pytest.approx(true, rel=1e-3)
+    # a few bands 10 % off and a quarter at twice their width (second order) do not move the median much
+    w2 = w.copy()
+    w2[::4] *= 2.0
+    w2[1::5] *= 1.1
+    s2 = length_scale(fit, w2, LAMBDA)
+    assert abs(np.log(s2 / s)) < 0.1
+    # too few widths: no scale
+    few = np.full(len(w), np.nan)
+    few[: MIN_SCALE_BANDS - 1] = w[: MIN_SCALE_BANDS - 1]
+    assert np.isnan(length_scale(fit, few, LAMBDA))
+    with pytest.raises(ValueError, match="one per band"):
+        length_scale(fit, w[:3], LAMBDA)
+    with pytest.raises(ValueError, match="wavelength"):
+        length_scale(fit, w, 0.0)
+
+
+def test_conventional_cell_of_a_reduced_cell_for_a_named_lattice():
+    from kikuchipy_cnn.lattice import conventional_cell
+
+    fcc = niggli_cell(np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]) * 3.52)
+    tol, cell = conventional_cell(fcc, "cF")
+    assert tol == 0.005
+    np.testing.assert_allclose(cell_parameters(cell), [3.52, 3.52, 3.52, 90, 90, 90], atol=1e-6)
+    # a cubic metric is reported as cubic: tP (a subgroup) is not offered, nor is a lattice it never reaches
+    assert conventional_cell(fcc, "tP") is None
+    # a slightly distorted hexagonal cell reaches hP at a looser tolerance, idealised (a = b, 120 deg)
+    hexa = direct_basis(3.21, 3.23, 5.21, 90.3, 89.8, 120.4)
+    tol, cell = conventional_cell(hexa, "hP")
+    p = cell_parameters(cell)
+    assert tol > 0.005 and p[0] == pytest.approx(p[1]) and p[5] == pytest.approx(120)
+    assert p[2] == pytest.approx(5.21, rel=0.01)
+    with pytest.raises(ValueError, match="bravais"):
+        conventional_cell(fcc, "xx")
+    with pytest.raises(ValueError, match="non-degenerate"):
+        conventional_cell(np.zeros((3, 3)), "cF")
+
+
+def test_bragg_angles_are_the_widths_times_the_measured_factor():
+    from kikuchipy_cnn.bands import WIDTH_TO_BRAGG, bragg_angles
+
+    out = bragg_angles([0.01, np.nan, 0.05])
+    np.testing.assert_allclose(out, [0.01 * WIDTH_TO_BRAGG, np.nan, 0.05 * WIDTH_TO_BRAGG])
+    assert 1.0 < WIDTH_TO_BRAGG < 1.2  # profile edges fall inside the Bragg lines

@@ -932,13 +932,51 @@ def test_phase_cells_weigh_each_grain_once():
     cells = np.array([hexa] * 5 + [fcc, fcc * 1.3] + [nan, nan] + [hexa])
     groups = np.array([0] * 7 + [1, 1] + [-1])
     views = np.array([0] * 5 + [1, 2] + [3, 3] + [4])
-    labels, shape, support = phase_cells(cells, groups, views)
+    labels, shape, support, size = phase_cells(cells, groups, views)
     assert labels.tolist() == [0, 1]
     np.testing.assert_allclose(shape[0], [1, 1, 1, 60, 60, 60], atol=1e-6)  # 2 grains of 3 beat 1
     assert support[0] == pytest.approx(2 / 3)
     assert np.isnan(shape[1]).all() and support[1] == 0
+    assert np.isnan(size).all()  # no scales: no size
     with pytest.raises(ValueError, match="cells"):
         phase_cells(cells[:3], groups, views)
+    with pytest.raises(ValueError, match="scales"):
+        phase_cells(cells, groups, views, np.ones(3))
+
+
+def test_phase_cells_size_is_the_median_of_the_agreeing_patterns_in_angstrom():
+    from kikuchipy_cnn.phases import phase_cells
+
+    # cells at arbitrary scales, each with the factor that takes it to Å
+    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])  # a = 1: shortest vector 0.707
+    hexa = np.array([[1.0, 0, 0], [-0.5, 0.866, 0], [0, 0, 1.62]])
+    cells = np.array([fcc * 2.0, fcc * 0.5, fcc, fcc * 3, hexa, hexa])
+    scales = np.array([3.52 / 2.0, 3.60 / 0.5, 3.40, np.nan, 100.0, 100.0])
+    groups = np.zeros(6, int)
+    views = np.array([0, 1, 2, 3, 4, 4])  # the hexagonal grain is outvoted (1 of 5)
+    _, shape, support, size = phase_cells(cells, groups, views, scales)
+    np.testing.assert_allclose(shape[0], [1, 1, 1, 60, 60, 60], atol=1e-6)
+    # the fcc patterns with a scale: a = 3.52, 3.60, 3.40 -> median 3.52; the
+    # hexagonal ones (another shape) and the one without a scale do not count
+    assert size[0] == pytest.approx(3.52 / 2**0.5)
+    # no agreeing pattern with a scale: NaN
+    _, _, _, none = phase_cells(cells, groups, views, np.where(np.arange(6) < 4, np.nan, 1.0))
+    assert np.isnan(none[0])
+
+
+def test_phase_cells_text_names_lengths_only_when_measured():
+    from kikuchipy_cnn.phases import format_cell, format_conventional
+
+    shape = [1, 1.62, 1.62, 90, 90, 120]
+    assert format_cell(shape, 0.5, 2.0) == "2.00 3.24 3.24 Å, 90.0 90.0 120.0 (50%)"
+    assert format_cell(shape, 0.5) == "1:1.62:1.62, 90.0 90.0 120.0 (50%)"
+    assert format_cell([np.nan] * 6, 0) == format_conventional([np.nan] * 6) == "none"
+    assert format_conventional([1.414, 1.414, 1.414, 90, 90, 90], 2.49) == "a 3.521 Å"
+    assert format_conventional([1, 1, 1.6, 90, 90, 120], 2.95) == "a 2.950, c 4.720 Å"
+    assert format_conventional([1, 1, 1.6, 90, 90, 90]) == "a 1.000, c 1.600 (a = 1)"
+    assert format_conventional([1, 1.2, 1.6, 90, 90, 90], 2.0) == "a 2.000, b 2.400, c 3.200 Å"
+    assert format_conventional([1, 1.2, 1.6, 90, 104, 90], 2.0) == "a 2.000, b 2.400, c 3.200 Å, beta 104.0"
+    assert format_conventional([1, 1.2, 1.6, 80, 104, 95], 2.0).endswith("Å, 80.0 104.0 95.0")
 
 
 def test_phase_cells_of_a_large_scan_work_grain_by_grain():
@@ -952,6 +990,7 @@ def test_phase_cells_of_a_large_scan_work_grain_by_grain():
     cells = fcc * np.exp(rng.normal(0, 0.003, (40_000, 3, 1)))
     cells[::5] = np.diag([2.0, 3.0, 5.0])  # a fifth of the patterns: an unrelated cell
     grain = np.repeat(np.arange(400), 100)
-    labels, shape, support = phase_cells(cells, np.zeros(40_000, int), grain)
+    labels, shape, support, size = phase_cells(cells, np.zeros(40_000, int), grain, np.full(40_000, 2.0))
     np.testing.assert_allclose(shape[0], cell_shape(fcc), atol=1.5)
     assert support[0] == 1.0  # each grain's own cell is the fcc one
+    assert size[0] == pytest.approx(2 * 3.52 / 2**0.5, rel=0.01)  # the fcc patterns' shortest vector

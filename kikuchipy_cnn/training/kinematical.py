@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kikuchipy_cnn.lattice import lattice_matrix
 from kikuchipy_cnn.symmetry import JOINT_CLASSES
 from kikuchipy_cnn.training.master_patterns import TRAINING_DATA, parse_shard, save_master
 
@@ -59,17 +60,6 @@ def lambert_directions(npx: int) -> np.ndarray:
     north = v.reshape(n, n, 3)
     south = north * np.array([1, 1, -1])
     return np.stack([north, south])
-
-
-def lattice_matrix(a, b, c, alpha, beta, gamma) -> np.ndarray:
-    """Direct lattice vectors as rows (Å), a along x, b in the xy plane."""
-    al, be, ga = np.radians([alpha, beta, gamma])
-    ax = np.array([a, 0, 0])
-    bx = np.array([b * np.cos(ga), b * np.sin(ga), 0])
-    cx = c * np.cos(be)
-    cy = c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
-    cz = np.sqrt(max(c**2 - cx**2 - cy**2, 0.0))
-    return np.array([ax, bx, [cx, cy, cz]])
 
 
 def _scattering_parameters(elements) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +97,7 @@ def reflectors(
         Integer indices ``(m, 3)``.
     normals
         Unit plane normals ``(m, 3)`` in the Cartesian frame of
-        :func:`lattice_matrix`.
+        :func:`~kikuchipy_cnn.lattice.lattice_matrix`.
     (d, F)
         d-spacings (Å) and complex structure factors.
     """
