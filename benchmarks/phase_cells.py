@@ -9,7 +9,7 @@ N = 1, 3, 10, 20 views of one structure (``--draws`` bags per structure and N), 
 consensus cell of the bag (``lattice.consensus_cell``, each view weighing one, as
 ``phases.phase_cells`` does for a discovered phase) is compared with the structure's
 true primitive lattice: right when their ``lattice.cell_fingerprint`` agree to
-``lattice.CELL_AGREEMENT`` (shape only; the directions do not give the scale).
+``lattice.CELL_AGREEMENT`` (shape only; the size is compared below).
 A sublattice or superlattice of the truth counts as wrong, as does any other shape.
 Also printed: how often the consensus is agreed by at least half of the views, and
 how often it is right then; and, where the cell is right, its size: the phase's

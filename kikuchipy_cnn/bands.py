@@ -29,6 +29,7 @@ __all__ = [
     "WIDTH_TO_BRAGG",
     "band_trace_distance",
     "bragg_angles",
+    "d_spacing",
     "change_pc",
     "detect_bands",
     "electron_wavelength",
@@ -54,12 +55,12 @@ DETECT_SIZE = 120
 #: Median ratio of twice the Bragg angle to the measured width, over 61 356 bands
 #: detected on rendered dynamical patterns (60-480 px) of the train-split masters
 #: and matched to the reflection each one shows (test split, 21 686 bands: 1.143).
-#: One factor for every band: binning by the measured width regresses each band
-#: to the training set's typical d (wide measured bands would be shrunk, narrow
-#: ones widened) and pulled alpha-Fe at 480 px 75 % long; by the true width the
-#: factor runs from 0.61 (bands under 2 px, measured too wide) to 1.2-1.3 (over
-#: 6 px, measured too narrow). Reproduce:
-#: ``models/experiments/2026-12-01-cell-lengths/width_calibration.py``.
+#: One factor for every band: factors by bin of measured width regress each band
+#: to the training set's typical d (wide measured bands shrunk, narrow ones
+#: widened) and made alpha-Fe at 480 px 75 % too long; by the true width the factor
+#: runs from 0.61 (bands under 2 px, measured too wide) to 1.2-1.3 (over 6 px,
+#: measured too narrow). Reproduce, with those logs:
+#: ``models/experiments/2026-12-01-cell-lengths/`` (``width_calibration.py``).
 WIDTH_TO_BRAGG = 1.107
 
 
@@ -95,6 +96,13 @@ def electron_wavelength(energy_kv: float) -> float:
     h, m, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
     v = energy_kv * 1e3
     return h / np.sqrt(2 * m * e * v * (1 + e * v / (2 * m * c**2))) * 1e10
+
+
+def d_spacing(two_theta, wavelength) -> np.ndarray:
+    """Lattice-plane spacing (Å) of bands of angular full width ``two_theta``
+    (rad; twice the Bragg angle): ``d = lambda / (2 sin(two_theta / 2))``;
+    ``wavelength`` in Å (:func:`electron_wavelength`). Any shape; NaN stays NaN."""
+    return np.asarray(wavelength, dtype=np.float64) / (2 * np.sin(np.asarray(two_theta, dtype=np.float64) / 2))
 
 
 def bragg_angles(widths) -> np.ndarray:

@@ -727,14 +727,21 @@ def classify_structure(
         phase's name, map id, pooled probabilities over ``classes``, pooled
         score, numbers of patterns and grains, and the tempering.
 
-        Band models add each pattern's reduced-cell shape, rebuilt from its
-        band directions (``"cell_b_over_a"``, ``"cell_c_over_a"``,
+        Band models add each pattern's reduced cell, rebuilt from its band
+        directions (``"cell_b_over_a"``, ``"cell_c_over_a"``,
         ``"cell_alpha"``, ``"cell_beta"``, ``"cell_gamma"``: the Niggli cell,
-        a <= b <= c, degrees; NaN where none was found), and with
-        ``pool="phases"`` each phase's consensus cell shape and the share of
-        its grains that agree (``xmap.pooled_phases.cells``,
-        ``cell_support``; :func:`~kikuchipy_cnn.phases.phase_cells`). Shape
-        only: the directions do not give the scale.
+        a <= b <= c, degrees; NaN where none was found) and sized from its
+        band widths and the beam energy (``"cell_a"`` in Å, NaN where fewer
+        than three indexed bands have a width;
+        :func:`~kikuchipy_cnn.lattice.length_scale`), and with
+        ``pool="phases"`` each phase's consensus cell shape, the share of its
+        grains that agree and its size (``xmap.pooled_phases.cells``,
+        ``cell_support``, ``cell_size``;
+        :func:`~kikuchipy_cnn.phases.phase_cells`), and the conventional cell
+        of its pooled class where the cell's metric reaches that lattice
+        (``conventional_cells``; without ``phase_list`` also the phase's
+        ``structure.lattice``, Å). Where the shape is right, a third to two
+        fifths of the lengths of held-out simulated phases are within 10 %.
     saliency
         Heatmaps, returned if ``return_saliency=True``.
 

@@ -335,11 +335,20 @@ def _conventional_cells(shape: np.ndarray, classes: list[str]) -> np.ndarray:
 
 def _set_lattice(phase: Phase, conventional: np.ndarray, size: float) -> None:
     """Give a discovered phase its conventional lattice in Å (``conventional``
-    in units of the reduced cell's ``a``, ``size`` that ``a`` in Å)."""
+    in units of the reduced cell's ``a``, ``size`` that ``a`` in Å).
+
+    A monoclinic cell in spglib's standard setting (b unique: alpha = gamma =
+    90) is turned cyclically to c unique, ``(c, a, b, 90, 90, beta)``, as
+    orix's ``2/m`` has its 2-fold axis along z, which is c in diffpy's
+    Cartesian frame."""
     from diffpy.structure import Lattice, Structure
 
     a, b, c = (float(v) * float(size) for v in conventional[:3])
-    phase.structure = Structure(lattice=Lattice(a, b, c, *(float(v) for v in conventional[3:])))
+    alpha, beta, gamma = (float(v) for v in conventional[3:])
+    if phase.point_group is not None and phase.point_group.name == "2/m" and np.isclose(alpha, 90) \
+            and np.isclose(gamma, 90) and not np.isclose(beta, 90):
+        a, b, c, alpha, beta, gamma = c, a, b, 90.0, 90.0, beta
+    phase.structure = Structure(lattice=Lattice(a, b, c, alpha, beta, gamma))
 
 
 #: Per-pattern properties of the reduced cell rebuilt from a pattern's band
@@ -359,7 +368,7 @@ def add_cell_props(xmap: CrystalMap, cells: np.ndarray, scales: np.ndarray) -> N
     """
     from kikuchipy_cnn.lattice import cell_shape
 
-    shape = cell_shape(cells)
+    shape = cell_shape(cells)  # (1, b/a, c/a, angles) of the Niggli cell: a is the shortest vector
     a = np.linalg.norm(np.asarray(cells, dtype=np.float64)[:, 0], axis=1) * np.asarray(scales, np.float64)
     out = np.column_stack([a, shape[:, 1:]])
     for j, name in enumerate(CELL_PROPS):

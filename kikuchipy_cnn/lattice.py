@@ -21,9 +21,10 @@ noisy sample of the reciprocal lattice, and the lattice can be rebuilt from it:
 :func:`reconstruct_lattice` runs the whole chain and returns a
 :class:`LatticeFit`. Directions are in any fixed frame (the detector frame of
 :mod:`kikuchipy_cnn.bands`); cells are returned with basis vectors as rows,
-lengths in Å, no factor 2 pi. Widths measured from profiles are not 2 theta_B
-(narrow bands come out too narrow, the widest too wide), so cells fitted to raw
-widths carry that error in their lengths; angles and ratios do not.
+lengths in Å, no factor 2 pi. Widths measured from profiles are not 2 theta_B:
+over all bands they are about 10 % narrow (:data:`kikuchipy_cnn.bands.WIDTH_TO_BRAGG`),
+bands truly under 2 px wide come out too wide and the wider ones too narrow, so
+cells fitted to raw widths carry that error in their lengths; angles and ratios do not.
 :func:`length_scale` gives a cell rebuilt from directions its size in Å from
 calibrated widths (:func:`kikuchipy_cnn.bands.bragg_angles`).
 """
@@ -38,6 +39,8 @@ from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
+
+from kikuchipy_cnn.bands import d_spacing
 
 __all__ = [
     "LatticeFit",
@@ -468,7 +471,7 @@ def length_scale(fit: "LatticeFit", two_theta, wavelength: float,
     use = fit.indexed & np.isfinite(two_theta) & (two_theta > 0) & (two_theta < np.pi)
     if use.sum() < min_bands:
         return float("nan")
-    d = wavelength / (2 * np.sin(two_theta[use] / 2))
+    d = d_spacing(two_theta[use], wavelength)
     g = np.linalg.norm(fit.hkl[use] @ fit.reciprocal, axis=1)
     return float(np.exp(np.median(np.log(g * d))))
 

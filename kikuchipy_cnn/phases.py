@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kikuchipy_cnn.bands import d_spacing
 from kikuchipy_cnn.preprocessing import circular_mask
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "grains_from_sketches",
     "pattern_sketches",
     "pattern_spectra",
+    "cell_columns",
     "format_cell",
     "format_conventional",
     "phase_cells",
@@ -218,15 +220,16 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray,
     :func:`~kikuchipy_cnn.lattice.consensus_cell` of up to
     :data:`GRAIN_CELLS` of its patterns' cells; the group's cell is the
     consensus of its grains' cells, each grain weighing one. Its size is the
-    median, over the group's patterns whose cells agree with it
-    (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`) and have a scale, of
-    their shortest lattice vector in Å.
+    ``a`` in Å of the group's patterns whose cells agree with it
+    (:data:`~kikuchipy_cnn.lattice.CELL_AGREEMENT`) and have a scale: the
+    median of each grain's patterns, then of the grains (each grain counts
+    once).
 
     Parameters
     ----------
     cells
-        ``(n, 3, 3)`` each pattern's cell (rows the basis vectors; NaN where
-        none), e.g. the lattices rebuilt from band directions
+        ``(n, 3, 3)`` each pattern's Niggli cell (rows the basis vectors, a
+        the shortest; NaN where none), e.g. the lattices rebuilt from band directions
         (:func:`kikuchipy_cnn.features.band_features` ``cells=``).
     groups
         ``(n,)`` group per pattern; negative: left out.
@@ -258,7 +261,6 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray,
         cell_fingerprints,
         cell_shape,
         consensus_cell,
-        lattice_vector_lengths,
     )
 
     cells = np.asarray(cells, dtype=np.float64)
@@ -304,8 +306,11 @@ def phase_cells(cells: np.ndarray, groups: np.ndarray, views: np.ndarray,
         want = np.log(cell_fingerprints(grain_cell[mine[best]]))
         agree = np.abs(np.log(cell_fingerprints(cells[sized])) - want).max(axis=1) <= CELL_AGREEMENT
         if agree.any():
-            shortest = lattice_vector_lengths(cells[sized[agree]], 1)[:, 0]
-            size[k] = float(np.median(shortest * scales[sized[agree]]))
+            sized = sized[agree]
+            length = np.linalg.norm(cells[sized, 0], axis=1) * scales[sized]  # Niggli a, as in the shape
+            # each grain once: the median of its patterns, then of the grains
+            grain_of, at = np.unique(views[sized], return_inverse=True)
+            size[k] = float(np.median([np.median(length[at.ravel() == j]) for j in range(len(grain_of))]))
     return labels, shape, support, size
 
 
@@ -314,6 +319,16 @@ CELL_HEADING = "reduced cell a b c (Å) or a:b:c, alpha beta gamma (share of gra
 
 #: Column heading of :func:`format_conventional`
 CONVENTIONAL_HEADING = "conventional cell"
+
+#: Heading of the two cell columns of :func:`cell_columns`
+CELL_COLUMNS_HEADING = f"  {CONVENTIONAL_HEADING:<24}  {CELL_HEADING}"
+
+
+def cell_columns(conventional, cell, support, size) -> str:
+    """The two cell columns of a phase table (``print(xmap.pooled_phases)``,
+    :func:`~kikuchipy_cnn.format_summary`): :func:`format_conventional` and
+    :func:`format_cell`, under :data:`CELL_COLUMNS_HEADING`."""
+    return f"  {format_conventional(conventional, size):<24}  " + format_cell(cell, support, size)
 
 
 def format_cell(cell, support, size=float("nan")) -> str:
@@ -560,7 +575,7 @@ def d_spacing_histogram(widths: np.ndarray, valid: np.ndarray, wavelength: float
     edges = np.linspace(np.log(d_range[0]), np.log(d_range[1]), bins + 1)
     out = np.full((len(widths), bins), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logd = np.log(float(wavelength) / (2 * np.sin(np.where(measured, widths, 1.0) / 2)))
+        logd = np.log(d_spacing(np.where(measured, widths, 1.0), float(wavelength)))
     which = np.clip(np.digitize(logd, edges) - 1, 0, bins - 1)
     for i in np.flatnonzero(measured.any(axis=1)):
         out[i] = np.bincount(which[i][measured[i]], minlength=bins) / measured[i].sum()
@@ -915,12 +930,12 @@ class PooledPhases:
     def __repr__(self) -> str:
         has_cells = self.cells is not None
         rows = [f"{'phase':<16} {'id':>3} {'patterns':>8} {'grains':>6} {'pooled score':>12}"
-                + (f"  {CONVENTIONAL_HEADING:<24}  {CELL_HEADING}" if has_cells else "")]
+                + (CELL_COLUMNS_HEADING if has_cells else "")]
         for i, name in enumerate(self.names):
             cell = ""
             if has_cells:
-                conv = format_conventional(self.conventional_cells[i], self.cell_size[i])
-                cell = f"  {conv:<24}  " + format_cell(self.cells[i], self.cell_support[i], self.cell_size[i])
+                cell = cell_columns(self.conventional_cells[i], self.cells[i], self.cell_support[i],
+                                    self.cell_size[i])
             rows.append(f"{name:<16} {int(self.phase_ids[i]):>3} {int(self.n_patterns[i]):>8} "
                         f"{int(self.n_grains[i]):>6} {float(self.scores[i]):>12.3f}{cell}")
         if self.method == "evidence":

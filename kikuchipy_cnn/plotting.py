@@ -306,15 +306,14 @@ def format_summary(table: dict | CrystalMap, level: str = "joint") -> str:
         raise TypeError(
             f"format_summary() takes a table from summary() or a CrystalMap, not {type(table)}"
         )
-    from kikuchipy_cnn.phases import CELL_HEADING, CONVENTIONAL_HEADING, format_cell, format_conventional
+    from kikuchipy_cnn.phases import CELL_COLUMNS_HEADING, cell_columns
 
     cells = any("cell" in row for row in table.values())
     lines = [f"  {'class':<16} {'n':>8} {'fraction':>9} {'mean score':>11}"
-             + (f"  {CONVENTIONAL_HEADING:<24}  {CELL_HEADING}" if cells else "")]
+             + (CELL_COLUMNS_HEADING if cells else "")]
     for name, row in table.items():
         cell = ""
         if "cell" in row:
-            conv = format_conventional(row["conventional_cell"], row["cell_size"])
-            cell = f"  {conv:<24}  " + format_cell(row["cell"], row["cell_support"], row["cell_size"])
+            cell = cell_columns(row["conventional_cell"], row["cell"], row["cell_support"], row["cell_size"])
         lines.append(f"  {name:<16} {row['n']:>8} {row['fraction']:>9.1%} {row['mean_score']:>11.3f}{cell}")
     return "\n".join(lines)

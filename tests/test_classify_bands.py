@@ -221,8 +221,8 @@ def test_bundled_band_model_pools_kikuchipys_ni_into_one_cf_phase_with_its_own_s
     size = pp.cell_size[0]
     assert "reduced cell a b c (Å)" in text and f"{pp.cells[0, 1] * size:.2f} {pp.cells[0, 2] * size:.2f} Å" in text
     # its size from the calibrated band widths and 20 kV: Ni's fcc, a = 3.524 Å
-    # (shortest vector 2.492 Å; measured 2.89, the conventional cell 4.17 Å: 16 %
-    # long, these 60 px patterns' bands being measured narrow)
+    # (shortest vector 2.492 Å; measured 2.85, the conventional cell 4.12 Å: 17 %
+    # long, docs/phases.md)
     assert row["cell_size"] == size and abs(np.log(size / (3.524 / 2**0.5))) < 0.2
     conv = pp.conventional_cells[0] * np.array([size] * 3 + [1] * 3)
     np.testing.assert_allclose(conv[3:], 90)
@@ -310,5 +310,29 @@ def test_discovered_lattice_is_saved_and_candidates_keep_their_own(ni, tmp_path)
                                                                                         90, 90, 90))))
     mine = ni.classify_structure(phase_list=cands, **kw)
     assert mine.phases[0].structure.lattice.a == pytest.approx(3.524)
-    assert cands[0].structure.lattice.a == pytest.approx(3.524)
     np.testing.assert_allclose(mine.pooled_phases.cell_size, xmap.pooled_phases.cell_size)
+    # the .ang names the discovered lattice
+    save_crystal_map(xmap, tmp_path / "ni.ang")
+    header = [line for line in open(tmp_path / "ni.ang") if "LatticeConstants" in line]
+    assert header == [f"# LatticeConstants    {lat.a:.3f} {lat.a:.3f} {lat.a:.3f} 90.000 90.000 90.000\n"]
+
+
+@pytest.mark.parametrize(
+    "point_group, conventional, want",
+    [
+        ("m-3m", [1.414, 1.414, 1.414, 90, 90, 90], [3.52, 3.52, 3.52, 90, 90, 90]),
+        ("6/mmm", [1, 1, 1.6, 90, 90, 120], [2.49, 2.49, 3.984, 90, 90, 120]),
+        # spglib's b-unique monoclinic cell turned to c unique: orix's 2/m turns about z
+        ("2/m", [1, 1.2, 1.6, 90, 104, 90], [3.984, 2.49, 2.988, 90, 90, 104]),
+    ],
+)
+def test_discovered_lattices_in_the_phase_list_fit_orix_settings(point_group, conventional, want):
+    from orix.crystal_map import Phase
+
+    from kikuchipy_cnn.crystal_map import _set_lattice
+
+    phase = Phase("x", point_group=point_group)
+    _set_lattice(phase, np.array(conventional, float), 2.49)  # the reduced a in Å
+    lat = phase.structure.lattice
+    np.testing.assert_allclose([lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma], want, rtol=1e-3)
+    assert phase.name == "x" and phase.point_group.name == point_group

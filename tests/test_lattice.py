@@ -11,6 +11,7 @@ from kikuchipy_cnn.lattice import (
     direction_bases,
     generated_sublattice,
     index_bands,
+    lattice_matrix,
     lattice_symmetry,
     niggli_cell,
     reciprocal_vectors,
@@ -22,6 +23,8 @@ LAMBDA = 0.08588  # Å, 20 kV
 
 
 def direct_basis(a, b, c, al, be, ga):
+    """Cell parameters -> rows, written independently of ``lattice.lattice_matrix``
+    (which the tests check against it)."""
     al, be, ga = np.radians([al, be, ga])
     v = np.sqrt(1 - np.cos(al) ** 2 - np.cos(be) ** 2 - np.cos(ga) ** 2 + 2 * np.cos(al) * np.cos(be) * np.cos(ga))
     return np.array(
@@ -283,11 +286,12 @@ def test_consensus_cell_is_the_weighted_medoid_of_agreeing_shapes():
 
 
 def test_lattice_matrix_is_the_inverse_of_cell_parameters():
-    from kikuchipy_cnn.lattice import lattice_matrix
-
     p = np.array([4.2, 5.1, 6.3, 80.0, 104.0, 95.0])
     np.testing.assert_allclose(cell_parameters(lattice_matrix(*p)), p, atol=1e-9)
-    np.testing.assert_allclose(lattice_matrix(*p), direct_basis(*p), atol=1e-12)
+    a = lattice_matrix(*p)
+    np.testing.assert_allclose(a, direct_basis(*p), atol=1e-12)  # the tests' own formula
+    assert a[0, 1:].tolist() == [0, 0] and a[1, 2] == 0  # a along x, b in the xy plane
+    assert np.linalg.det(a) > 0
 
 
 @pytest.mark.parametrize("name", ["cF", "hP", "mP"])
@@ -341,9 +345,21 @@ def test_conventional_cell_of_a_reduced_cell_for_a_named_lattice():
         conventional_cell(np.zeros((3, 3)), "cF")
 
 
-def test_bragg_angles_are_the_widths_times_the_measured_factor():
-    from kikuchipy_cnn.bands import WIDTH_TO_BRAGG, bragg_angles
+def test_band_features_size_the_cell_from_calibrated_widths():
+    # bands measured WIDTH_TO_BRAGG too narrow (as on the training renders): the
+    # calibrated widths give fcc's cell in Å through band_features, as classify does
+    from kikuchipy_cnn.bands import WIDTH_TO_BRAGG, BandSet
+    from kikuchipy_cnn.features import band_features
 
-    out = bragg_angles([0.01, np.nan, 0.05])
-    np.testing.assert_allclose(out, [0.01 * WIDTH_TO_BRAGG, np.nan, 0.05 * WIDTH_TO_BRAGG])
-    assert 1.0 < WIDTH_TO_BRAGG < 1.2  # profile edges fall inside the Bragg lines
+    rng = np.random.default_rng(1)
+    n, w, d = band_set("cF", rng, n_bands=22)
+    k = len(w)
+    bs = BandSet(n[None], d[None], (w / WIDTH_TO_BRAGG)[None], np.ones((1, k)), np.ones((1, k), bool))
+    cells, scales = np.full((1, 3, 3), np.nan), np.full(1, np.nan)
+    band_features(bs, LAMBDA, np.radians(0.1), cells=cells, cell_scales=scales)
+    assert np.linalg.norm(cells[0, 0]) * scales[0] == pytest.approx(3.52 / 2**0.5, rel=1e-3)
+    # at another beam energy the same widths mean other spacings: the size follows the wavelength
+    band_features(bs, 2 * LAMBDA, np.radians(0.1), cells=cells, cell_scales=scales)
+    assert np.linalg.norm(cells[0, 0]) * scales[0] == pytest.approx(2 * 3.52 / 2**0.5, rel=2e-3)
+    with pytest.raises(ValueError, match="cell_scales"):
+        band_features(bs, LAMBDA, np.radians(0.1), cell_scales=np.zeros(2))

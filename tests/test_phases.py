@@ -944,23 +944,24 @@ def test_phase_cells_weigh_each_grain_once():
         phase_cells(cells, groups, views, np.ones(3))
 
 
-def test_phase_cells_size_is_the_median_of_the_agreeing_patterns_in_angstrom():
+def test_phase_cells_size_is_the_median_of_the_agreeing_grains_in_angstrom():
     from kikuchipy_cnn.phases import phase_cells
 
-    # cells at arbitrary scales, each with the factor that takes it to Å
-    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])  # a = 1: shortest vector 0.707
+    # Niggli cells at arbitrary scales, each with the factor that takes it to Å
+    fcc = np.array([[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])  # a = 1: its Niggli a is 0.707
     hexa = np.array([[1.0, 0, 0], [-0.5, 0.866, 0], [0, 0, 1.62]])
-    cells = np.array([fcc * 2.0, fcc * 0.5, fcc, fcc * 3, hexa, hexa])
-    scales = np.array([3.52 / 2.0, 3.60 / 0.5, 3.40, np.nan, 100.0, 100.0])
-    groups = np.zeros(6, int)
-    views = np.array([0, 1, 2, 3, 4, 4])  # the hexagonal grain is outvoted (1 of 5)
+    cells = np.array([fcc * 2.0, fcc * 0.5, fcc, fcc * 3, hexa, hexa] + [fcc] * 5)
+    scales = np.array([3.52 / 2.0, 3.60 / 0.5, 3.40, np.nan, 100.0, 100.0] + [4.0] * 5)
+    groups = np.zeros(11, int)
+    views = np.array([0, 1, 2, 3, 4, 4] + [5] * 5)  # the hexagonal grain is outvoted (1 of 6)
     _, shape, support, size = phase_cells(cells, groups, views, scales)
     np.testing.assert_allclose(shape[0], [1, 1, 1, 60, 60, 60], atol=1e-6)
-    # the fcc patterns with a scale: a = 3.52, 3.60, 3.40 -> median 3.52; the
-    # hexagonal ones (another shape) and the one without a scale do not count
-    assert size[0] == pytest.approx(3.52 / 2**0.5)
+    # the fcc grains with a scale: a = 3.52, 3.60, 3.40 and one grain of five
+    # patterns at 4.0 that counts once -> median 3.56 (by pattern it would be 4.0);
+    # the hexagonal grain (another shape) and the pattern without a scale do not count
+    assert size[0] == pytest.approx(3.56 / 2**0.5)
     # no agreeing pattern with a scale: NaN
-    _, _, _, none = phase_cells(cells, groups, views, np.where(np.arange(6) < 4, np.nan, 1.0))
+    _, _, _, none = phase_cells(cells, groups, views, np.where(np.arange(11) < 4, np.nan, 1.0) * (views < 5))
     assert np.isnan(none[0])
 
 
