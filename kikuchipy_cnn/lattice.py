@@ -170,7 +170,7 @@ def lattice_vector_lengths(cells: np.ndarray, n: int = FINGERPRINT_VECTORS) -> n
     """``(m, n)`` lengths of the ``n`` shortest lattice vectors (one of each ±v
     pair, ascending; in the cells' units) of cells ``(m, 3, 3)`` (rows the basis
     vectors; reduced, finite, non-degenerate), in blocks of a few MB. The
-    first column is the shortest vector, e.g. a phase's size in Å."""
+    first column is the shortest vector (a Niggli cell's ``a``)."""
     cells = np.asarray(cells, dtype=np.float64).reshape(-1, 3, 3)
     out = np.empty((len(cells), n))
     for start in range(0, len(cells), 1024):
