@@ -137,8 +137,9 @@ def unpack_sketches(packed: np.ndarray, card) -> tuple[np.ndarray, np.ndarray | 
 
 
 #: Columns per pattern of its rebuilt lattice in :func:`_classify_chunk`'s
-#: output: the Niggli cell (9, rows) and its scale to Å (1)
-CELL_COLUMNS = 10
+#: output: the Niggli cell (:data:`_CELL_VALUES`, rows) and its scale to Å (1)
+_CELL_VALUES = 9
+CELL_COLUMNS = _CELL_VALUES + 1
 
 
 def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static_background,
@@ -187,8 +188,8 @@ def _classify_chunk(patterns, excluded, card_path, providers, batch_size, static
             out[good, out.shape[1] - nfeat :] = x[valid]
         if ncell:
             first = len(card.classes) + 1 + ncol
-            out[good, first : first + 9] = cell[valid].reshape(-1, 9)
-            out[good, first + 9] = scale[valid]
+            out[good, first : first + _CELL_VALUES] = cell[valid].reshape(-1, _CELL_VALUES)
+            out[good, first + _CELL_VALUES] = scale[valid]
         if sketch:
             if card.input_kind == "bands":
                 x, _ = preprocess(patterns[good], sketch_preprocessing(card), static_background)
@@ -834,8 +835,8 @@ def classify_structure(
     cells = cell_scales = None
     if n_cell:
         first = n_classes + 1 + n_sketch
-        cells = np.asarray(out[:, first : first + 9], dtype=np.float64).reshape(-1, 3, 3)
-        cell_scales = np.asarray(out[:, first + 9], dtype=np.float64)
+        cells = np.asarray(out[:, first : first + _CELL_VALUES], dtype=np.float64).reshape(-1, 3, 3)
+        cell_scales = np.asarray(out[:, first + _CELL_VALUES], dtype=np.float64)
         cells[~classified] = np.nan
         cell_scales[~classified] = np.nan
     if verbose:
